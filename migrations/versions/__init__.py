@@ -1,0 +1,1 @@
+"""corlens migrations/versions."""
