@@ -78,9 +78,12 @@ class Anvil:
         self.url = f"http://127.0.0.1:{self.port}"
         self._args = [
             str(anvil_path()),
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--accounts", str(accounts),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--accounts",
+            str(accounts),
             "--silent",
         ]
         if chain_id is not None:
@@ -123,7 +126,8 @@ class Anvil:
         """One JSON-RPC call; raises RuntimeError carrying the node's error message."""
         self._id += 1
         resp = self._client.post(
-            self.url, json={"jsonrpc": "2.0", "id": self._id, "method": method, "params": params or []}
+            self.url,
+            json={"jsonrpc": "2.0", "id": self._id, "method": method, "params": params or []},
         )
         body = resp.json()
         if "error" in body:
@@ -147,6 +151,9 @@ class Anvil:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()

@@ -16,7 +16,9 @@ import pytest
 from devnet.anvil import Anvil, AnvilNotFound, anvil_path
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-PG_ADMIN_URL = os.environ.get("CORLENS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get(
+    "CORLENS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("CORLENS_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 

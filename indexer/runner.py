@@ -1,0 +1,180 @@
+"""Wires settings into running indexers: store, RPC clients, writer locks, the follow loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from indexer.config import ChainConfig, Settings
+from indexer.db import ensure_schema, make_engine
+from indexer.errors import IndexerError, RetryableError, RpcError
+from indexer.lock import WriterLock
+from indexer.rpc import RpcClient
+from indexer.store import Store
+from indexer.sync import ChainIndexer, Progress, Reorged, Waiting
+
+Say = Callable[[str], None]
+# Steps one scheduler tick may take before yielding to the next tick.
+MAX_STEPS_PER_TICK = 1000
+
+
+@dataclass
+class Summary:
+    chain: str
+    chain_id: int
+    cursor: int
+    events: int
+    tasks: int
+    sessions: int
+    network_tasks: int
+    payments: int
+    nodes: int
+    malformed: int
+    unknown: int
+    reorgs: int
+
+
+def open_store(settings: Settings) -> Store:
+    engine = make_engine(settings.database_url)
+    ensure_schema(settings.database_url, engine)
+    return Store(engine)
+
+
+def select_chains(settings: Settings, name: str | None) -> list[ChainConfig]:
+    if name:
+        return [settings.chain(name)]
+    return list(settings.chains)
+
+
+async def index_once(
+    settings: Settings,
+    chain: ChainConfig,
+    store: Store,
+    on_progress: Callable[[Progress], None] | None = None,
+    say: Say | None = None,
+) -> Progress:
+    """Backfill one chain to the head seen at start, holding the writer lock."""
+    lock = WriterLock(settings.database_url, int(chain.chain_id or 0))
+    await lock.acquire(
+        on_wait=(
+            lambda who: say(f"{chain.name}: standby, the writer lock is held by {who}; waiting")
+        )
+        if say
+        else None
+    )
+    try:
+        async with RpcClient(chain.rpc_urls) as rpc:
+            ix = ChainIndexer(chain, store, rpc, config_dir=_config_dir(settings))
+            await ix.setup()
+            return await ix.backfill(on_progress)
+    finally:
+        lock.release()
+
+
+async def follow(
+    settings: Settings,
+    chain: ChainConfig,
+    store: Store,
+    on_progress: Callable[[Progress], None] | None = None,
+    say: Say | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Backfill, then follow the head on an APScheduler interval job until ``stop`` is set."""
+    stop = stop or asyncio.Event()
+    lock = WriterLock(settings.database_url, int(chain.chain_id or 0))
+    await lock.acquire(
+        on_wait=(
+            lambda who: say(f"{chain.name}: standby, the writer lock is held by {who}; waiting")
+        )
+        if say
+        else None
+    )
+    if say:
+        say(f"{chain.name}: writer lock acquired")
+    try:
+        async with RpcClient(chain.rpc_urls) as rpc:
+            ix = ChainIndexer(chain, store, rpc, config_dir=_config_dir(settings))
+            await ix.setup()
+            await ix.backfill(on_progress)
+
+            async def tick() -> None:
+                try:
+                    # Catch up within one tick; a bound keeps a tick from running forever.
+                    for _ in range(MAX_STEPS_PER_TICK):
+                        out = await ix.step()
+                        if isinstance(out, Reorged) and say:
+                            say(
+                                f"{chain.name}: reorg, rolled back to block {out.fork_block} "
+                                f"({out.removed_events} events removed)"
+                            )
+                        if isinstance(out, Waiting):
+                            break
+                except (RetryableError, RpcError) as e:
+                    if say:
+                        say(f"{chain.name}: {e}; retrying at the next tick")
+
+            sched = AsyncIOScheduler()
+            sched.add_job(
+                tick,
+                "interval",
+                seconds=chain.poll_interval,
+                max_instances=1,
+                coalesce=True,
+                id=f"index-{chain.name}",
+            )
+            sched.start()
+            try:
+                await stop.wait()
+            finally:
+                sched.shutdown(wait=False)
+    finally:
+        lock.release()
+
+
+def _config_dir(settings: Settings) -> Path | None:
+    return Path(settings.config_path).parent if settings.config_path else None
+
+
+def summarize(store: Store, chain: ChainConfig) -> Summary:
+    import sqlalchemy as sa
+
+    cid = int(chain.chain_id or 0)
+    st = store.state(cid)
+    counts = {}
+    with store.engine.connect() as conn:
+        for table in ("task", "session", "network_task", "payment", "node"):
+            counts[table] = int(
+                conn.execute(
+                    sa.text(f"SELECT COUNT(*) FROM {table} WHERE chain_id = :c"), {"c": cid}
+                ).scalar()
+                or 0
+            )
+    return Summary(
+        chain=chain.name,
+        chain_id=cid,
+        cursor=st.cursor_block if st else -1,
+        events=st.events_indexed if st else 0,
+        tasks=counts["task"],
+        sessions=counts["session"],
+        network_tasks=counts["network_task"],
+        payments=counts["payment"],
+        nodes=counts["node"],
+        malformed=st.malformed_logs if st else 0,
+        unknown=st.unknown_logs if st else 0,
+        reorgs=st.reorgs if st else 0,
+    )
+
+
+__all__ = [
+    "IndexerError",
+    "Summary",
+    "follow",
+    "index_once",
+    "open_store",
+    "select_chains",
+    "summarize",
+]

@@ -1,0 +1,433 @@
+"""The indexer's writes: one transaction per range, cursor and rows together, idempotent.
+
+Only this module writes indexer tables. :meth:`Store.write_batch` stores a decoded range (raw
+events, malformed logs, headers, projections, session snapshots, cursor) in one transaction;
+events already stored are skipped, so re-running a range changes nothing.
+:meth:`Store.rollback` undoes everything above a fork block and re-folds the touched keys from the
+events that remain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from indexer.decode import DecodedEvent, Malformed
+from indexer.models import (
+    Block,
+    ChainState,
+    Event,
+    MalformedLog,
+    NetworkTask,
+    NetworkTaskStep,
+    Node,
+    Payment,
+    Session,
+    Task,
+    TaskMiner,
+    TaskStep,
+)
+from indexer.project import Projector, Row, keys_of
+
+# Bound parameters per statement stay well under SQLite's 32766 limit.
+IN_CHUNK = 500
+
+
+@dataclass
+class Batch:
+    """One indexed range, ready to commit."""
+
+    chain_id: int
+    name: str
+    from_block: int
+    to_block: int
+    to_hash: str
+    events: list[DecodedEvent] = field(default_factory=list)
+    malformed: list[Malformed] = field(default_factory=list)
+    unknown: int = 0
+    headers: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # {number, hash, parent_hash, timestamp}
+    sessions: list[dict[str, Any]] = field(default_factory=list)  # snapshot rows for Session
+    head: int | None = None
+    safe: int | None = None
+    finalized: int | None = None
+
+
+def _t(model: Any) -> sa.Table:
+    return model.__table__  # type: ignore[no-any-return]
+
+
+def _chunks(seq: Sequence[Any], n: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+class Store:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _insert(self, model: Any) -> Any:
+        mod = postgresql if self.dialect == "postgresql" else sqlite
+        return mod.insert(_t(model))
+
+    def _upsert(self, conn: sa.Connection, model: Any, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        table = _t(model)
+        pk = [c.name for c in table.primary_key.columns]
+        ins = self._insert(model)
+        cols = [c.name for c in table.columns if c.name not in pk]
+        stmt = ins.on_conflict_do_update(index_elements=pk, set_={c: ins.excluded[c] for c in cols})
+        for chunk in _chunks(rows, 2000):
+            conn.execute(stmt, list(chunk))
+
+    def _insert_ignore(self, conn: sa.Connection, model: Any, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            for chunk in _chunks(rows, 2000):
+                conn.execute(self._insert(model).on_conflict_do_nothing(), list(chunk))
+
+    def state(self, chain_id: int) -> ChainState | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(sa.select(_t(ChainState)).where(_t(ChainState).c.chain_id == chain_id))
+                .mappings()
+                .first()
+            )
+        return ChainState(**row) if row else None
+
+    def ensure_state(self, chain_id: int, name: str, start_block: int) -> ChainState:
+        """The chain's state row, created with the cursor just below ``start_block``."""
+        st = self.state(chain_id)
+        if st is None:
+            with self.engine.begin() as conn:
+                self._insert_ignore(
+                    conn,
+                    ChainState,
+                    [
+                        {
+                            "chain_id": chain_id,
+                            "name": name,
+                            "cursor_block": start_block - 1,
+                            "cursor_hash": None,
+                            "head_block": -1,
+                            "safe_block": -1,
+                            "finalized_block": -1,
+                            "events_indexed": 0,
+                            "unknown_logs": 0,
+                            "malformed_logs": 0,
+                            "reorgs": 0,
+                            "updated_at": datetime.now(UTC),
+                        }
+                    ],
+                )
+            st = self.state(chain_id)
+        assert st is not None
+        return st
+
+    # -- the write path --------------------------------------------------------------------
+    def write_batch(self, batch: Batch) -> int:
+        """Commit one range. Returns the number of new events stored."""
+        ev_t = _t(Event)
+        with self.engine.begin() as conn:
+            existing = set(
+                conn.execute(
+                    sa.select(ev_t.c.tx_hash, ev_t.c.log_index).where(
+                        ev_t.c.chain_id == batch.chain_id,
+                        ev_t.c.block_number.between(batch.from_block, batch.to_block),
+                    )
+                ).all()
+            )
+            new = [e for e in batch.events if (e.tx_hash, e.log_index) not in existing]
+            self._store_events(conn, batch.chain_id, new)
+            self._insert_ignore(
+                conn,
+                MalformedLog,
+                [
+                    {
+                        "chain_id": batch.chain_id,
+                        "block_number": m.block_number,
+                        "block_hash": m.block_hash,
+                        "tx_hash": m.tx_hash,
+                        "log_index": m.log_index,
+                        "address": m.address,
+                        "topic0": m.topic0,
+                        "contract": m.contract,
+                        "event": m.event,
+                        "reason": m.reason,
+                    }
+                    for m in batch.malformed
+                ],
+            )
+            self._upsert(
+                conn,
+                Block,
+                [
+                    {
+                        "chain_id": batch.chain_id,
+                        "number": h["number"],
+                        "hash": h["hash"],
+                        "parent_hash": h.get("parent_hash"),
+                        "timestamp": h.get("timestamp"),
+                        "finality": "latest",
+                    }
+                    for h in batch.headers
+                ],
+            )
+            self._project(conn, batch.chain_id, new)
+            self._upsert(conn, Session, batch.sessions)
+            st = _t(ChainState)
+            values: dict[str, Any] = {
+                "cursor_block": batch.to_block,
+                "cursor_hash": batch.to_hash,
+                "events_indexed": st.c.events_indexed + len(new),
+                "unknown_logs": st.c.unknown_logs + batch.unknown,
+                "malformed_logs": st.c.malformed_logs + len(batch.malformed),
+                "updated_at": datetime.now(UTC),
+            }
+            for col, v in (
+                ("head_block", batch.head),
+                ("safe_block", batch.safe),
+                ("finalized_block", batch.finalized),
+            ):
+                if v is not None:
+                    values[col] = v
+            conn.execute(st.update().where(st.c.chain_id == batch.chain_id).values(**values))
+            self._promote(conn, batch.chain_id, batch.safe, batch.finalized)
+        return len(new)
+
+    def _store_events(self, conn: sa.Connection, chain_id: int, events: list[DecodedEvent]) -> None:
+        rows = []
+        for e in events:
+            k = keys_of(e)
+            rows.append(
+                {
+                    "chain_id": chain_id,
+                    "block_number": e.block_number,
+                    "block_hash": e.block_hash,
+                    "tx_hash": e.tx_hash,
+                    "tx_index": e.tx_index,
+                    "log_index": e.log_index,
+                    "address": e.address,
+                    "contract": e.contract,
+                    "event": e.event,
+                    "topic0": e.topic0,
+                    "args": e.args,
+                    "topics": e.topics,
+                    "data": e.data,
+                    "session_id": k.session_id,
+                    "task_id": k.task_id,
+                    "subject": k.subject,
+                }
+            )
+        self._insert_ignore(conn, Event, rows)
+
+    def _project(self, conn: sa.Connection, chain_id: int, events: list[DecodedEvent]) -> None:
+        if not events:
+            return
+        proj = Projector(chain_id)
+        self._load_for(conn, proj, events)
+        proj.apply_all(events)
+        self._write_projection(conn, proj)
+
+    def _load_for(self, conn: sa.Connection, proj: Projector, events: list[DecodedEvent]) -> None:
+        """Load the current rows of every key the events touch into ``proj``."""
+        cid = proj.chain_id
+        task_keys: set[tuple[int, int]] = set()
+        rounds: set[int] = set()
+        nodes: set[str] = set()
+        for e in events:
+            k = keys_of(e)
+            if k.task_id is not None and k.session_id is not None and e.contract != "CognitiveV1":
+                task_keys.add((k.session_id, k.task_id))
+            if e.contract == "CognitiveV1" and k.subject is not None:
+                rounds.add(int(k.subject))
+            if e.contract == "NodePool" and k.subject is not None:
+                nodes.add(k.subject)
+        by_session: dict[int, list[int]] = {}
+        for s, t in task_keys:
+            by_session.setdefault(s, []).append(t)
+        task_targets: tuple[tuple[sa.Table, dict[Any, Row], str | None], ...] = (
+            (_t(Task), proj.tasks, None),
+            (_t(TaskStep), proj.steps, "step"),
+            (_t(TaskMiner), proj.miners, "miner"),
+        )
+        for tbl, target, key in task_targets:
+            for sid, tids in by_session.items():
+                for chunk in _chunks(sorted(tids)):
+                    for r in conn.execute(
+                        sa.select(tbl).where(
+                            tbl.c.chain_id == cid,
+                            tbl.c.session_id == sid,
+                            tbl.c.task_id.in_(chunk),
+                        )
+                    ).mappings():
+                        row = dict(r)
+                        k2 = (row["session_id"], row["task_id"])
+                        target[(*k2, row[key]) if key else k2] = row
+        other: tuple[tuple[sa.Table, dict[Any, Row], str, list[Any]], ...] = (
+            (_t(NetworkTask), proj.rounds, "round_id", sorted(rounds)),
+            (_t(Node), proj.nodes, "address", sorted(nodes)),
+        )
+        for tbl, target2, col, ids in other:
+            for chunk in _chunks(ids):
+                for r in conn.execute(
+                    sa.select(tbl).where(tbl.c.chain_id == cid, tbl.c[col].in_(chunk))
+                ).mappings():
+                    target2[r[col]] = dict(r)
+        tbl = _t(NetworkTaskStep)
+        for chunk in _chunks(sorted(rounds)):
+            for r in conn.execute(
+                sa.select(tbl).where(tbl.c.chain_id == cid, tbl.c.round_id.in_(chunk))
+            ).mappings():
+                proj.round_steps[(r["round_id"], r["step"], r["actor"])] = dict(r)
+
+    def _write_projection(self, conn: sa.Connection, proj: Projector) -> None:
+        dirty = proj.dirty_tasks
+        self._upsert(conn, Task, [proj.tasks[k] for k in dirty])
+        self._upsert(conn, TaskStep, [r for k, r in proj.steps.items() if k[:2] in dirty])
+        self._upsert(conn, TaskMiner, [r for k, r in proj.miners.items() if k[:2] in dirty])
+        self._upsert(conn, NetworkTask, [proj.rounds[k] for k in proj.dirty_rounds])
+        self._upsert(
+            conn,
+            NetworkTaskStep,
+            [r for k, r in proj.round_steps.items() if k[0] in proj.dirty_rounds],
+        )
+        self._upsert(conn, Node, [proj.nodes[k] for k in proj.dirty_nodes])
+        self._insert_ignore(conn, Payment, proj.payments)
+        self._session_facts(conn, proj)
+
+    def _session_facts(self, conn: sa.Connection, proj: Projector) -> None:
+        """Event-derived session columns (creation tx, deactivation) on top of snapshots."""
+        tbl = _t(Session)
+        for sid, facts in proj.sessions.items():
+            exists = conn.execute(
+                sa.select(tbl.c.session_id).where(
+                    tbl.c.chain_id == proj.chain_id, tbl.c.session_id == sid
+                )
+            ).first()
+            if exists is None:
+                conn.execute(
+                    tbl.insert().values(
+                        chain_id=proj.chain_id,
+                        session_id=sid,
+                        ephemeral_nodes=[],
+                        dedicated_nodes=[],
+                        routers=[],
+                        miners=facts.get("miners", []),
+                        active=facts.get("active", True),
+                        **{k: v for k, v in facts.items() if k not in ("miners", "active")},
+                    )
+                )
+            else:
+                conn.execute(
+                    tbl.update()
+                    .where(tbl.c.chain_id == proj.chain_id, tbl.c.session_id == sid)
+                    .values(**facts)
+                )
+
+    # -- finality --------------------------------------------------------------------------
+    def _promote(
+        self, conn: sa.Connection, chain_id: int, safe: int | None, finalized: int | None
+    ) -> None:
+        b = _t(Block)
+        if finalized is not None and finalized >= 0:
+            conn.execute(
+                b.update()
+                .where(
+                    b.c.chain_id == chain_id, b.c.number <= finalized, b.c.finality != "finalized"
+                )
+                .values(finality="finalized")
+            )
+        if safe is not None and safe >= 0:
+            conn.execute(
+                b.update()
+                .where(b.c.chain_id == chain_id, b.c.number <= safe, b.c.finality == "latest")
+                .values(finality="safe")
+            )
+
+    def promote(self, chain_id: int, head: int, safe: int, finalized: int) -> None:
+        """Record the chain's tags and promote stored blocks that they now cover."""
+        st = _t(ChainState)
+        with self.engine.begin() as conn:
+            conn.execute(
+                st.update()
+                .where(st.c.chain_id == chain_id)
+                .values(
+                    head_block=head,
+                    safe_block=safe,
+                    finalized_block=finalized,
+                    updated_at=datetime.now(UTC),
+                )
+            )
+            self._promote(conn, chain_id, safe, finalized)
+
+    # -- reorgs ----------------------------------------------------------------------------
+    def recent_blocks(self, chain_id: int, above: int) -> list[tuple[int, str]]:
+        """Stored (number, hash) above ``above``, newest first: the reorg search space."""
+        b = _t(Block)
+        with self.engine.connect() as conn:
+            return [
+                (int(n), str(h))
+                for n, h in conn.execute(
+                    sa.select(b.c.number, b.c.hash)
+                    .where(b.c.chain_id == chain_id, b.c.number > above)
+                    .order_by(b.c.number.desc())
+                ).all()
+            ]
+
+    def sessions_touched_above(self, chain_id: int, fork: int) -> list[int]:
+        e = _t(Event)
+        with self.engine.connect() as conn:
+            return sorted(
+                int(s)
+                for (s,) in conn.execute(
+                    sa.select(e.c.session_id)
+                    .distinct()
+                    .where(
+                        e.c.chain_id == chain_id,
+                        e.c.block_number > fork,
+                        e.c.contract == "SessionV2",
+                        e.c.session_id.is_not(None),
+                    )
+                ).all()
+            )
+
+    def rollback(
+        self,
+        chain_id: int,
+        fork: int,
+        fork_hash: str | None,
+        sessions: list[dict[str, Any]],
+        dropped_sessions: list[int],
+    ) -> int:
+        """Delete everything above ``fork`` and re-fold the keys it touched. Returns the number
+        of events removed. ``sessions`` are fresh snapshots at the fork block."""
+        from indexer.replay import rollback_in  # local: replay imports this module's helpers
+
+        with self.engine.begin() as conn:
+            removed = rollback_in(self, conn, chain_id, fork)
+            s = _t(Session)
+            for sid in dropped_sessions:
+                conn.execute(s.delete().where(s.c.chain_id == chain_id, s.c.session_id == sid))
+            self._upsert(conn, Session, sessions)
+            st = _t(ChainState)
+            conn.execute(
+                st.update()
+                .where(st.c.chain_id == chain_id)
+                .values(
+                    cursor_block=fork,
+                    cursor_hash=fork_hash,
+                    reorgs=st.c.reorgs + 1,
+                    events_indexed=st.c.events_indexed - removed,
+                    updated_at=datetime.now(UTC),
+                )
+            )
+        return removed

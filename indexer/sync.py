@@ -1,0 +1,346 @@
+"""The sync loop for one chain: plan a range, fetch, decode, enrich, store; detect reorgs.
+
+:meth:`ChainIndexer.step` does one unit of work and returns what happened (:class:`Advanced`,
+:class:`Waiting` or :class:`Reorged`); backfill (``index --once``) repeats it up to the head seen
+at start, the follower repeats it under APScheduler.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from indexer.abi import abi_path, events_of, function_selector, load_abi
+from indexer.config import ChainConfig
+from indexer.decode import DecodedEvent, Registry
+from indexer.errors import ConfigError, ReorgTooDeep, RpcError
+from indexer.project import SESSION_EVENTS
+from indexer.ranges import LogRangePlanner, fetch_logs
+from indexer.rpc import RpcClient
+from indexer.sessions import SessionReader
+from indexer.store import Batch, Store
+
+# SessionV2 getters that name the other contracts, for addresses the config leaves out.
+ADDRESS_GETTERS = {
+    "SessionQueueV2": "getSessionQueueAddress",
+    "SessionPayment": "getSessionPaymentAddress",
+    "NodePool": "getNodePoolAddress",
+}
+
+
+@dataclass(frozen=True)
+class Advanced:
+    from_block: int
+    to_block: int
+    events: int
+
+
+@dataclass(frozen=True)
+class Waiting:
+    head: int
+
+
+@dataclass(frozen=True)
+class Reorged:
+    fork_block: int
+    removed_events: int
+
+
+StepOutcome = Advanced | Waiting | Reorged
+
+
+@dataclass
+class Progress:
+    """What a long backfill shows: blocks done of total, events/s, ETA."""
+
+    chain: str
+    cursor: int
+    target: int
+    blocks_done: int
+    blocks_total: int
+    events: int
+    elapsed: float
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.blocks_done <= 0 or self.elapsed <= 0:
+            return None
+        return (self.blocks_total - self.blocks_done) * self.elapsed / self.blocks_done
+
+
+class ChainIndexer:
+    """Indexes one configured chain into a :class:`Store` through one :class:`RpcClient`."""
+
+    def __init__(
+        self, chain: ChainConfig, store: Store, rpc: RpcClient, *, config_dir: Path | None = None
+    ) -> None:
+        self.chain = chain
+        self.store = store
+        self.rpc = rpc
+        self.config_dir = config_dir
+        self.chain_id = int(chain.chain_id or 0)
+        self.registry = Registry()
+        self.addresses: dict[str, str] = {}
+        self.sessions: SessionReader | None = None
+        self.planner = LogRangePlanner(
+            initial=min(2000, chain.max_block_range), maximum=chain.max_block_range
+        )
+        self.start_block = chain.start_block
+
+    async def setup(self) -> None:
+        """Check the chain id, resolve contract addresses, build the decoders."""
+        got = await self.rpc.chain_id()
+        if got != self.chain_id:
+            raise ConfigError(
+                f"chains[{self.chain.name}].chain_id",
+                f"the RPC reports chain {got}, the config says {self.chain_id}",
+            )
+        abis = {
+            name: load_abi(abi_path(name, c.abi, self.config_dir))
+            for name, c in self.chain.contracts.items()
+        }
+        for name, c in self.chain.contracts.items():
+            if c.address:
+                self.addresses[name] = c.address
+        if "SessionV2" in self.addresses:
+            await self._resolve_addresses(abis["SessionV2"])
+        if not self.addresses:
+            raise ConfigError(
+                f"chains[{self.chain.name}].contracts", "no contract address configured"
+            )
+        for name, address in self.addresses.items():
+            abi = abis.get(name) or load_abi(abi_path(name, None))
+            cfg = self.chain.contracts.get(name)
+            self.registry.add(address, events_of(name, abi, cfg.events if cfg else None))
+        if "SessionV2" in self.addresses:
+            self.sessions = SessionReader(
+                self.chain_id, self.addresses["SessionV2"], abis["SessionV2"]
+            )
+        self.start_block = min(self.chain.start_for(n) for n in self.addresses)
+        self.store.ensure_state(self.chain_id, self.chain.name, self.start_block)
+
+    async def _resolve_addresses(self, session_abi: list[dict[str, Any]]) -> None:
+        for name, getter in ADDRESS_GETTERS.items():
+            if name in self.addresses:
+                continue
+            cfg = self.chain.contracts.get(name)
+            if cfg is None and name not in self.chain.contracts:
+                # Resolved even when the config does not list the contract at all.
+                pass
+            try:
+                selector, _ = function_selector(session_abi, getter)
+                out = await self.rpc.eth_call(self.addresses["SessionV2"], selector)
+            except (KeyError, RpcError) as e:
+                raise ConfigError(
+                    f"chains[{self.chain.name}].contracts.{name}.address",
+                    f"not set and SessionV2.{getter}() failed: {e}",
+                ) from None
+            addr = "0x" + out[-40:].lower()
+            if int(addr, 16) != 0:
+                self.addresses[name] = addr
+
+    # -- tags and finality -----------------------------------------------------------------
+    async def tags(self) -> tuple[int, int, int]:
+        """(head, safe, finalized); a confirmation depth stands in when tags are not served."""
+        head = await self.rpc.block_number()
+        if self.chain.finality == "tags":
+            try:
+                safe_b, fin_b = await self.rpc.batch(
+                    [
+                        ("eth_getBlockByNumber", ["safe", False]),
+                        ("eth_getBlockByNumber", ["finalized", False]),
+                    ]
+                )
+                if safe_b and fin_b:
+                    return head, int(safe_b["number"], 16), int(fin_b["number"], 16)
+            except RpcError:
+                pass
+        depth = self.chain.confirmations
+        return head, max(-1, head - depth // 2), max(-1, head - depth)
+
+    # -- one step --------------------------------------------------------------------------
+    async def step(self, target: int | None = None) -> StepOutcome:
+        head, safe, finalized = await self.tags()
+        st = self.store.state(self.chain_id)
+        assert st is not None, "setup() first"
+        if st.cursor_hash and st.cursor_block > finalized:
+            block = await self.rpc.get_block(st.cursor_block)
+            if block is None or block["hash"] != st.cursor_hash:
+                return await self._handle_reorg(st.cursor_block, finalized)
+        end = min(head, target) if target is not None else head
+        start = st.cursor_block + 1
+        if start > end:
+            self.store.promote(self.chain_id, head, safe, finalized)
+            return Waiting(head)
+        lo, hi = self.planner.next_range(start, end)
+        total = 0
+        async for a, b, logs in fetch_logs(
+            self.rpc, self.planner, addresses=self.registry.addresses, topics=None, start=lo, end=hi
+        ):
+            batch = await self._batch(
+                a, b, logs, st.cursor_hash if a == start else None, head, safe, finalized
+            )
+            if batch is None:  # the chain moved under us; the next step sorts it out
+                return Advanced(a, a - 1, total)
+            total += self.store.write_batch(batch)
+            st.cursor_hash = batch.to_hash
+        return Advanced(lo, hi, total)
+
+    async def _batch(
+        self,
+        a: int,
+        b: int,
+        logs: list[dict[str, Any]],
+        parent_hash: str | None,
+        head: int,
+        safe: int,
+        finalized: int,
+    ) -> Batch | None:
+        res = self.registry.decode_logs(logs)
+        want = {a, b}
+        unfinal = b > finalized
+        log_blocks = {e.block_number for e in res.events}
+        if unfinal or any(e.block_time is None for e in res.events):
+            want |= log_blocks
+        numbers = sorted(want)
+        headers = {int(h["number"], 16): h for h in await self.rpc.get_blocks(numbers) if h}
+        if a not in headers or b not in headers:
+            return None
+        if parent_hash and headers[a]["parentHash"] != parent_hash:
+            return None
+        for e in res.events:
+            h = headers.get(e.block_number)
+            if h is not None:
+                if h["hash"] != e.block_hash:
+                    return None
+                if e.block_time is None:
+                    e.block_time = int(h["timestamp"], 16)
+        rows: dict[int, dict[str, Any]] = {}
+        for e in res.events:
+            rows[e.block_number] = {
+                "number": e.block_number,
+                "hash": e.block_hash,
+                "timestamp": e.block_time,
+                "parent_hash": None,
+            }
+        for n, h in headers.items():
+            rows[n] = {
+                "number": n,
+                "hash": h["hash"],
+                "parent_hash": h["parentHash"],
+                "timestamp": int(h["timestamp"], 16),
+            }
+        sessions, dropped = await self._snapshots(res.events, b)
+        del dropped
+        return Batch(
+            chain_id=self.chain_id,
+            name=self.chain.name,
+            from_block=a,
+            to_block=b,
+            to_hash=headers[b]["hash"],
+            events=res.events,
+            malformed=res.malformed,
+            unknown=res.unknown,
+            headers=list(rows.values()),
+            sessions=sessions,
+            head=head,
+            safe=safe,
+            finalized=finalized,
+        )
+
+    async def _snapshots(
+        self, events: list[DecodedEvent], block: int
+    ) -> tuple[list[dict[str, Any]], list[int]]:
+        if self.sessions is None:
+            return [], []
+        touched: set[int] = set()
+        need_tx: list[DecodedEvent] = []
+        for e in events:
+            if e.contract != "SessionV2" or e.event not in SESSION_EVENTS:
+                continue
+            if "sessionId" in e.args:
+                touched.add(int(e.args["sessionId"]))
+            else:
+                need_tx.append(e)
+        if need_tx:
+            hashes = sorted({e.tx_hash for e in need_tx})
+            txs = await self.rpc.batch([("eth_getTransactionByHash", [h]) for h in hashes])
+            by_hash = dict(zip(hashes, txs, strict=True))
+            for e in need_tx:
+                sid = self.sessions.session_from_input(by_hash.get(e.tx_hash))
+                if sid is not None:
+                    e.session_hint = sid
+                    touched.add(sid)
+        return await self.sessions.snapshots(self.rpc, sorted(touched), block)
+
+    # -- reorgs ----------------------------------------------------------------------------
+    async def _handle_reorg(self, cursor: int, finalized: int) -> Reorged:
+        """Find the newest stored block still canonical, roll back to it."""
+        floor = max(self.start_block - 1, cursor - self.chain.max_reorg_depth - 1)
+        stored = [(n, h) for n, h in self.store.recent_blocks(self.chain_id, floor) if n <= cursor]
+        canon = await self.rpc.get_blocks([n for n, _ in stored]) if stored else []
+        canon_hash = {int(c["number"], 16): c["hash"] for c in canon if c}
+        fork: int | None = None
+        for n, h in stored:
+            if canon_hash.get(n) == h:
+                fork = n
+                break
+        if fork is None:
+            if floor > self.start_block - 1:
+                raise ReorgTooDeep(cursor - floor, self.chain.max_reorg_depth)
+            fork = self.start_block - 1
+        fork_hash = None
+        if fork >= 0:
+            fb = await self.rpc.get_block(fork)
+            fork_hash = fb["hash"] if fb else None
+        touched = self.store.sessions_touched_above(self.chain_id, fork)
+        rows: list[dict[str, Any]] = []
+        missing = touched
+        if self.sessions is not None and touched and fork >= 0:
+            rows, missing = await self.sessions.snapshots(self.rpc, touched, fork)
+        removed = self.store.rollback(self.chain_id, fork, fork_hash, rows, missing)
+        del finalized
+        return Reorged(fork, removed)
+
+    # -- drivers ---------------------------------------------------------------------------
+    async def backfill(
+        self, on_progress: Callable[[Progress], None] | None = None, target: int | None = None
+    ) -> Progress:
+        """Index up to the head seen at start (``index --once``)."""
+        if target is None:
+            target = await self.rpc.block_number()
+        st = self.store.state(self.chain_id)
+        assert st is not None
+        first = st.cursor_block
+        t0 = time.monotonic()
+        events = 0
+        prog = Progress(self.chain.name, first, target, 0, max(0, target - first), 0, 0.0)
+        while True:
+            out = await self.step(target)
+            if isinstance(out, Advanced):
+                events += out.events
+            st = self.store.state(self.chain_id)
+            assert st is not None
+            prog = Progress(
+                self.chain.name,
+                st.cursor_block,
+                target,
+                max(0, st.cursor_block - first),
+                max(0, target - first),
+                events,
+                time.monotonic() - t0,
+            )
+            if on_progress:
+                on_progress(prog)
+            if isinstance(out, Waiting) or st.cursor_block >= target:
+                if not isinstance(out, Waiting):
+                    head, safe, fin = await self.tags()
+                    self.store.promote(self.chain_id, head, safe, fin)
+                return prog
