@@ -1,0 +1,187 @@
+"""The ``corlens`` command line.
+
+Exit status: 0 success, 2 bad usage or configuration (the message names the option or key),
+1 a failure at run time (the message says what to do next).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from indexer.config import Settings, load_settings
+from indexer.db import upgrade
+from indexer.errors import ConfigError, IndexerError
+from indexer.sync import Progress
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="corlens: Cortensor on-chain indexer and verification service.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config file "
+                                               "(default: $CORLENS_CONFIG, then ./corlens.yaml)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def fail(code: int, message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def settings_or_exit(config: str | None, require_chains: bool = True) -> Settings:
+    try:
+        s = load_settings(config)
+    except ConfigError as e:
+        raise fail(2, f"config {e}") from None
+    if require_chains and not s.chains:
+        raise fail(2, "config chains: no chain configured (see examples/testnet0.yaml)")
+    return s
+
+
+class ProgressPrinter:
+    """Blocks, events/s and ETA: a live line on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self, quiet: bool = False, every: float = 2.0) -> None:
+        self.quiet = quiet
+        self.every = every
+        self._last = 0.0
+
+    def __call__(self, p: Progress) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        done = p.cursor >= p.target
+        if not done and now - self._last < (0.2 if err.is_terminal else self.every):
+            return
+        self._last = now
+        pct = 100.0 * p.blocks_done / p.blocks_total if p.blocks_total else 100.0
+        eta = "-" if p.eta_s is None else f"{p.eta_s:,.0f}s"
+        line = (f"{p.chain}: block {p.cursor:,}/{p.target:,} ({pct:5.1f}%)  "
+                f"{p.events:,} events  {p.events_per_s:,.0f} ev/s  ETA {eta}")
+        if err.is_terminal:
+            err.print(line, end="\r" if not done else "\n", highlight=False)
+        else:
+            err.print(line, highlight=False)
+
+
+@app.command()
+def index(
+    config: ConfigOpt = None,
+    chain: Annotated[str | None, typer.Option(help="Index only this configured chain.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Backfill to the current head, then exit."
+                                       )] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index the configured chains: backfill, then follow the head (one writer per chain)."""
+    from indexer.runner import follow, index_once, open_store, select_chains, summarize
+
+    s = settings_or_exit(config)
+    try:
+        chains = select_chains(s, chain)
+    except ConfigError as e:
+        raise fail(2, f"--chain: {e.problem}") from None
+    try:
+        store = open_store(s)
+    except ConfigError as e:
+        raise fail(2 if "upgrade" not in e.problem else 1, f"config {e}") from None
+    printer = ProgressPrinter(quiet=as_json)
+
+    def say(msg: str) -> None:
+        err.print(msg, highlight=False)
+
+    async def run() -> None:
+        if once:
+            for c in chains:
+                await index_once(s, c, store, printer, say)
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await asyncio.gather(*(follow(s, c, store, printer, say, stop) for c in chains))
+
+    try:
+        asyncio.run(run())
+    except ConfigError as e:
+        raise fail(2, f"config {e}") from None
+    except IndexerError as e:
+        raise fail(1, str(e)) from None
+    summaries = [summarize(store, c) for c in chains]
+    store.engine.dispose()
+    if as_json:
+        out.print_json(json.dumps([asdict(x) for x in summaries]))
+    else:
+        for x in summaries:
+            print_summary(x)
+
+
+def print_summary(x: Any) -> None:
+    out.print(
+        f"[bold]{x.chain}[/bold] (chain {x.chain_id}) indexed to block {x.cursor:,}: "
+        f"{x.events:,} events, {x.sessions} sessions, {x.tasks} tasks, "
+        f"{x.network_tasks} network tasks, {x.payments} payments, {x.nodes} nodes; "
+        f"{x.malformed} malformed and {x.unknown} unknown logs, {x.reorgs} reorgs",
+        highlight=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = None) -> None:
+    """Upgrade the database to the newest migration."""
+    s = settings_or_exit(config, require_chains=False)
+    try:
+        upgrade(s.database_url)
+    except Exception as e:  # alembic/driver errors: report, never a traceback
+        raise fail(1, f"upgrade failed: {e}. Check database_url and that the server is up."
+                   ) from None
+    out.print("database is at the newest migration")
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the demo keeps its config and SQLite "
+                                          "database.")] = Path(".corlens"),
+    seed: Annotated[int, typer.Option(help="Scenario seed (same seed, same history).")] = 1,
+    sessions: Annotated[int, typer.Option(min=1, max=50)] = 2,
+    tasks: Annotated[int, typer.Option("--tasks", min=1, max=500, help="Tasks per session."
+                                       )] = 4,
+    follow_head: Annotated[bool, typer.Option("--follow", help="Keep the devnet running and "
+                                              "follow it until Ctrl-C.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run corlens on its embedded default: a local Cortensor devnet on anvil, indexed into
+    SQLite, with progress and a summary."""
+    from api.demo import run_demo
+
+    try:
+        summary = run_demo(workdir, seed=seed, sessions=sessions, tasks=tasks,
+                           follow_head=follow_head, quiet=as_json,
+                           printer=ProgressPrinter(quiet=as_json),
+                           say=lambda m: err.print(m, highlight=False))
+    except ConfigError as e:
+        raise fail(2, f"config {e}") from None
+    except (IndexerError, RuntimeError) as e:
+        raise fail(1, str(e)) from None
+    if as_json:
+        out.print_json(json.dumps(asdict(summary)))
+    else:
+        print_summary(summary)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

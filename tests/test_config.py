@@ -1,0 +1,120 @@
+"""Configuration: YAML, CORLENS_* overrides, ${ENV} secrets, errors that name the key (pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from indexer.config import load_settings
+from indexer.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+ADDR = "0x2e9cC638CF07efdeC82b4beF932Ca4a8Dcd55015"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+BASE = f"""
+database_url: sqlite:///x.db
+chains:
+  - name: t0
+    preset: testnet0
+    rpc_urls: ["https://rpc.example/${{KEY}}"]
+    contracts:
+      SessionV2: {{address: "{ADDR}", start_block: 5}}
+"""
+
+
+def test_preset_fills_chain_facts(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, BASE), env={"KEY": "sekret"})
+    c = s.chain("t0")
+    assert c.chain_id == 421614
+    assert c.explorer_url == "https://sepolia.arbiscan.io" and c.explorer_kind == "etherscan"
+    assert c.dashboard_url == "https://dashboard-testnet0.cortensor.network"
+    assert c.rpc_urls == ["https://rpc.example/sekret"]
+    assert c.contracts["SessionV2"].address == ADDR.lower()
+    assert c.start_for("SessionV2") == 5
+
+
+def test_testnet1a_and_local_presets(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, """
+chains:
+  - {name: l3, preset: testnet1a, rpc_urls: ["http://x"]}
+  - {name: dev, preset: local, rpc_urls: ["http://127.0.0.1:8545"]}
+"""), env={})
+    l3, dev = s.chain("l3"), s.chain("dev")
+    assert (l3.chain_id, l3.parent_chain_id, l3.explorer_kind) == (18964747554, 421614,
+                                                                    "blockscout")
+    assert (dev.chain_id, dev.explorer_kind) == (31337, "corlens")
+
+
+def test_env_overrides_top_level_nested_and_per_chain(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, BASE), env={
+        "KEY": "k",
+        "CORLENS_DATABASE_URL": "postgresql://u@h/db",
+        "CORLENS_GATEWAY__WAIT_TIMEOUT": "2.5",
+        "CORLENS_CHAINS__T0__RPC_URLS": '["http://a", "http://b"]',
+        "CORLENS_CHAINS__T0__MAX_REORG_DEPTH": "12",
+    })
+    assert s.database_url == "postgresql+psycopg://u@h/db"
+    assert s.gateway["wait_timeout"] == 2.5
+    assert s.chain("t0").rpc_urls == ["http://a", "http://b"]
+    assert s.chain("t0").max_reorg_depth == 12
+
+
+def test_config_env_var_names_the_file(tmp_path: Path) -> None:
+    p = write(tmp_path, BASE)
+    s = load_settings(None, env={"CORLENS_CONFIG": str(p), "KEY": "k"})
+    assert s.chain("t0").chain_id == 421614
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "key", "problem"),
+    [
+        (BASE, {}, "chains.0.rpc_urls.0", "${KEY}"),
+        (BASE.replace(ADDR, "0x1234"), {"KEY": "k"}, "chains[t0].contracts.SessionV2.address",
+         "not a 20-byte hex address"),
+        (BASE.replace("preset: testnet0", "preset: mainnet"), {"KEY": "k"}, "chains[t0].preset",
+         "testnet0"),
+        (BASE.replace("SessionV2:", "Bogus:"), {"KEY": "k"}, "chains[t0]", "unknown contract"),
+        ("chains:\n  - {name: x, rpc_urls: ['http://a']}\n", {}, "chains[x]",
+         "chain_id is required"),
+        ("database_url: mysql://x\n", {}, "database_url", "sqlite"),
+        ("chains: [\n", {}, "c.yaml", "not valid YAML"),
+        (BASE + "surprise: 1\n", {"KEY": "k"}, "surprise", "Extra inputs"),
+        ("chains:\n  - {name: x, preset: local, rpc_urls: ['ftp://a']}\n", {},
+         "chains[x].rpc_urls", "http://"),
+    ],
+)
+def test_errors_name_the_key(tmp_path: Path, text: str, env: dict[str, str], key: str,
+                             problem: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        load_settings(write(tmp_path, text), env=env)
+    assert key in ei.value.key, str(ei.value)
+    assert problem in str(ei.value)
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--config: file .*nope.yaml does not exist"):
+        load_settings(tmp_path / "nope.yaml", env={})
+
+
+def test_unknown_chain_override_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="CORLENS_CHAINS__NOPE__RPC_URLS"):
+        load_settings(write(tmp_path, BASE), env={"KEY": "k",
+                                                  "CORLENS_CHAINS__NOPE__RPC_URLS": "[]"})
+
+
+def test_shipped_examples_load() -> None:
+    s = load_settings(ROOT / "examples" / "testnet0.yaml", env={})
+    c = s.chain("testnet0")
+    assert c.contracts["SessionV2"].address == ADDR.lower()
+    assert c.rpc_urls[0].startswith("https://")
+    s1 = load_settings(ROOT / "examples" / "testnet1a.yaml", env={
+        "TESTNET1A_RPC_URL": "https://l3.example", "TESTNET1A_SESSIONV2": ADDR})
+    assert s1.chain("testnet1a").chain_id == 18964747554
