@@ -25,7 +25,6 @@ from indexer.errors import (
     ConfigError,
     LogsTimeout,
     RangeTooLarge,
-    RetryableError,
     RpcError,
     RpcUnavailable,
     redact_url,
@@ -141,13 +140,10 @@ class RpcClient:
         result: dict[str, Any] | None = await self.call("eth_getBlockByNumber", [block_id, full])
         return result
 
-    async def get_blocks(self, numbers: Sequence[int]) -> list[dict[str, Any]]:
-        """Headers (no transactions) of ``numbers``, batched; a missing one is retryable."""
-        blocks = await self.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
-        for n, b in zip(numbers, blocks, strict=True):
-            if b is None:
-                raise RetryableError(f"block {n} not found: the node is behind that height")
-        return blocks
+    async def get_blocks(self, numbers: Sequence[int]) -> list[dict[str, Any] | None]:
+        """Headers (no transactions) of ``numbers`` in order, batched; ``None`` where the node has
+        no such block (it is behind, or a reorg shortened the chain)."""
+        return await self.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
 
     async def get_logs(
         self, *, addresses: Sequence[str], topics: list[Any] | None, from_block: int, to_block: int

@@ -98,7 +98,8 @@ def test_answers_equal_direct_anvil(anvil: Anvil) -> None:
             got = await workload(rpc, emitter)
             extra = [await rpc.get_receipt(tx), await rpc.get_transaction(tx),
                      await rpc.eth_call(emitter, "0x"), await rpc.get_block(3, full=True),
-                     await rpc.batch([("eth_chainId", []), ("eth_getCode", [emitter, "latest"])])]
+                     await rpc.batch([("eth_chainId", []), ("eth_getCode", [emitter, "latest"])]),
+                     await rpc.get_blocks([1, 10**6])]
             return got, extra, rpc.stats()
 
     got, extra, stats = asyncio.run(go())
@@ -107,8 +108,9 @@ def test_answers_equal_direct_anvil(anvil: Anvil) -> None:
     assert extra == [anvil.rpc("eth_getTransactionReceipt", [tx]),
                      anvil.rpc("eth_getTransactionByHash", [tx]), "0x",
                      anvil.rpc("eth_getBlockByNumber", ["0x3", True]),
-                     ["0x7a69", "0x" + EMITTER]]
-    assert stats.requests["eth_getBlockByNumber"] == got["head"] + 3  # + latest + block 3
+                     ["0x7a69", "0x" + EMITTER],
+                     [anvil.rpc("eth_getBlockByNumber", ["0x1", False]), None]]  # not mined yet
+    assert stats.requests["eth_getBlockByNumber"] == got["head"] + 5  # + latest, 3, 1, 10**6
     assert stats.errors == {} and stats.retries == 0 and stats.failovers == 0
 
 
