@@ -183,6 +183,21 @@ def test_fetch_logs_through_refusing_proxy_equals_one_direct_get_logs(
     assert max(hi - lo + 1 for lo, hi, _ in chunks) <= (limit.max_log_blocks or head + 1)
 
 
+def test_proxy_faults_only_the_methods_asked(anvil: Anvil) -> None:
+    faults = Faults(http_503_every=1, only_methods=frozenset({"eth_getLogs"}))
+
+    async def go(url: str) -> None:
+        async with RpcClient([url], max_retries=1, **FAST) as rpc:
+            assert await rpc.chain_id() == 31337
+            await rpc.get_logs(addresses=[], topics=None, from_block=0, to_block=0)
+
+    with FaultProxy(anvil.url, faults) as proxy, pytest.raises(RpcUnavailable, match="HTTP 503"):
+        asyncio.run(go(proxy.url))
+    assert proxy.counts == {"requests": 3, "forwarded": 1, "http_503": 2}
+    proxy.reset()
+    assert not proxy.counts and not proxy.methods
+
+
 def test_failover_from_a_dead_url_and_remembers_the_healthy_one(anvil: Anvil) -> None:
     async def go() -> Any:
         async with RpcClient([f"http://127.0.0.1:{free_port()}/v2/key", anvil.url]) as rpc:
