@@ -1,0 +1,326 @@
+"""A small, fast synchronous client that sends transactions to anvil from unlocked accounts.
+
+Raw JSON-RPC over one pooled ``httpx.Client``; calldata encoded with ``eth_abi`` and selectors
+taken from the ABI JSON in ``abis/``; no web3 contract machinery (its formatters dominate the
+cost of a devnet run). A transaction that reverts raises :class:`TxReverted` carrying the
+contract's revert reason.
+
+    >>> chain = Chain(url)                                        # doctest: +SKIP
+    >>> address, _ = chain.deploy(owner, "CorToken")              # doctest: +SKIP
+    >>> chain.transact(owner, address, "CorToken", "mint", user, 10**18)   # doctest: +SKIP
+    >>> chain.call(address, "CorToken", "balanceOf", user)        # doctest: +SKIP
+    1000000000000000000
+
+Addresses returned by this module are lowercase 0x-hex.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+from eth_abi.abi import decode, encode
+from eth_utils.crypto import keccak
+
+ABI_DIR = Path(__file__).resolve().parent.parent / "abis"
+# With automine the receipt exists when eth_sendTransaction returns; with --block-time it may
+# take one block, so poll for a bounded time.
+RECEIPT_TIMEOUT_S = 30.0
+RECEIPT_POLL_S = 0.02
+ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
+PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
+
+
+class ChainError(RuntimeError):
+    """A JSON-RPC call failed."""
+
+
+class TxReverted(ChainError):
+    """A transaction or call reverted; ``reason`` is the contract's revert string."""
+
+    def __init__(self, label: str, reason: str, tx_hash: str | None = None) -> None:
+        super().__init__(f"{label} reverted: {reason}")
+        self.label = label
+        self.reason = reason
+        self.tx_hash = tx_hash
+
+
+def type_str(param: dict[str, Any]) -> str:
+    """Canonical ABI type of one parameter, tuples expanded: ``(uint256,string)[]``."""
+    kind = str(param["type"])
+    if kind.startswith("tuple"):
+        return "(" + ",".join(type_str(c) for c in param["components"]) + ")" + kind[5:]
+    return kind
+
+
+@dataclass(frozen=True, slots=True)
+class Function:
+    name: str
+    selector: bytes
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    @property
+    def signature(self) -> str:
+        return f"{self.name}({','.join(self.inputs)})"
+
+    def encode_call(self, args: Sequence[Any]) -> str:
+        return "0x" + (self.selector + encode(list(self.inputs), list(args))).hex()
+
+    def decode_output(self, data: str) -> Any:
+        """The single return value, or a tuple when the function returns several."""
+        values = decode(list(self.outputs), bytes.fromhex(data.removeprefix("0x")))
+        return values[0] if len(values) == 1 else tuple(values)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    name: str
+    topic0: str
+    params: tuple[tuple[str, str, bool], ...]  # (name, type, indexed)
+
+    def decode(self, log: Log) -> dict[str, Any]:
+        """Arguments by name; indexed dynamic values stay as their topic hash."""
+        data_types = [t for _, t, indexed in self.params if not indexed]
+        data_values = iter(decode(data_types, bytes.fromhex(log.data.removeprefix("0x"))))
+        topics = iter(log.topics[1:])
+        out: dict[str, Any] = {}
+        for name, kind, indexed in self.params:
+            if not indexed:
+                out[name] = next(data_values)
+            elif kind in ("string", "bytes") or kind.endswith("]") or kind.startswith("("):
+                out[name] = next(topics)
+            else:
+                out[name] = decode([kind], bytes.fromhex(next(topics).removeprefix("0x")))[0]
+        return {name: _lower_addresses(kind, out[name]) for name, kind, _ in self.params}
+
+
+def _lower_addresses(kind: str, value: Any) -> Any:
+    """Lowercase decoded addresses (eth_abi returns them checksummed)."""
+    if kind == "address":
+        return str(value).lower()
+    if kind == "address[]":
+        return [str(v).lower() for v in value]
+    return value
+
+
+class ContractAbi:
+    """Functions and events of one ABI, looked up by name (or by signature if overloaded)."""
+
+    def __init__(self, name: str, abi: list[dict[str, Any]]) -> None:
+        self.name = name
+        self.functions: dict[str, Function] = {}
+        self.events: dict[str, Event] = {}
+        self.constructor_inputs: tuple[str, ...] = ()
+        names: dict[str, list[Function]] = {}
+        for entry in abi:
+            inputs = tuple(type_str(p) for p in entry.get("inputs", []))
+            if entry["type"] == "constructor":
+                self.constructor_inputs = inputs
+            elif entry["type"] == "function":
+                sig = f"{entry['name']}({','.join(inputs)})"
+                outputs = tuple(type_str(p) for p in entry.get("outputs", []))
+                fn = Function(entry["name"], keccak(text=sig)[:4], inputs, outputs)
+                self.functions[sig] = fn
+                names.setdefault(fn.name, []).append(fn)
+            elif entry["type"] == "event":
+                sig = f"{entry['name']}({','.join(inputs)})"
+                params = tuple(
+                    (p["name"], type_str(p), bool(p.get("indexed"))) for p in entry["inputs"]
+                )
+                topic0 = "0x" + keccak(text=sig).hex()
+                self.events[entry["name"]] = Event(entry["name"], topic0, params)
+        for fn_name, fns in names.items():
+            if len(fns) == 1:
+                self.functions[fn_name] = fns[0]
+
+    def function(self, name: str) -> Function:
+        try:
+            return self.functions[name]
+        except KeyError:
+            raise KeyError(
+                f"{self.name} has no function {name!r} (overloaded? use its signature)"
+            ) from None
+
+
+@cache
+def load_abi(name: str, abi_dir: Path = ABI_DIR) -> ContractAbi:
+    """The ABI of ``abis/<name>.json`` (parsed once per process)."""
+    return ContractAbi(name, json.loads((abi_dir / f"{name}.json").read_text()))
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    address: str
+    topics: tuple[str, ...]
+    data: str
+    log_index: int
+    block_number: int
+
+    @property
+    def topic0(self) -> str:
+        return self.topics[0] if self.topics else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    tx_hash: str
+    block_number: int
+    sender: str
+    to: str | None
+    contract_address: str | None
+    gas_used: int
+    logs: tuple[Log, ...]
+
+    def events(self, address: str, event: Event) -> list[tuple[Log, dict[str, Any]]]:
+        """Logs of ``event`` emitted by ``address`` in this receipt, decoded, in log order."""
+        address = address.lower()
+        return [
+            (log, event.decode(log))
+            for log in self.logs
+            if log.address == address and log.topic0 == event.topic0
+        ]
+
+
+def revert_reason(data: str | None, fallback: str) -> str:
+    """Decode Error(string)/Panic(uint256) revert data; ``fallback`` when there is none."""
+    raw = bytes.fromhex((data or "0x").removeprefix("0x"))
+    if raw[:4] == ERROR_SELECTOR:
+        return str(decode(["string"], raw[4:])[0])
+    if raw[:4] == PANIC_SELECTOR:
+        return f"panic 0x{decode(['uint256'], raw[4:])[0]:02x}"
+    return fallback.removeprefix("execution reverted: ").removeprefix("execution reverted")
+
+
+class Chain:
+    """JSON-RPC to one node; transactions from the node's unlocked accounts."""
+
+    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
+        self.url = url
+        self._client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=4))
+        self._id = 0
+
+    def rpc(self, method: str, params: list[Any] | None = None) -> Any:
+        """One JSON-RPC call; a node error raises :class:`ChainError` (TxReverted for reverts)."""
+        self._id += 1
+        request = {"jsonrpc": "2.0", "id": self._id, "method": method, "params": params or []}
+        body = self._client.post(self.url, json=request).json()
+        error = body.get("error")
+        if error is None:
+            return body["result"]
+        message = str(error.get("message", error))
+        if "revert" in message or error.get("code") == 3:
+            raise TxReverted(method, revert_reason(error.get("data"), message or "reverted"))
+        raise ChainError(f"{method}: {message}")
+
+    def accounts(self) -> list[str]:
+        return [a.lower() for a in self.rpc("eth_accounts")]
+
+    def chain_id(self) -> int:
+        return int(self.rpc("eth_chainId"), 16)
+
+    def block_number(self) -> int:
+        return int(self.rpc("eth_blockNumber"), 16)
+
+    def send(self, tx: dict[str, Any], label: str) -> Receipt:
+        """Send a prepared transaction and wait for its receipt; raise TxReverted on failure."""
+        try:
+            tx_hash = str(self.rpc("eth_sendTransaction", [tx]))
+        except TxReverted as e:
+            raise TxReverted(label, e.reason) from None
+        receipt = self.receipt(tx_hash)
+        if receipt["status"] != "0x1":
+            # Mined but failed (an explicit gas limit skips estimation): replay for the reason.
+            block = hex(int(receipt["blockNumber"], 16) - 1)
+            call = {k: v for k, v in tx.items() if k != "nonce"}
+            try:
+                self.rpc("eth_call", [call, block])
+                reason = "reverted (reason unavailable)"
+            except TxReverted as e:
+                reason = e.reason
+            raise TxReverted(label, reason, tx_hash)
+        return _parse_receipt(receipt)
+
+    def receipt(self, tx_hash: str) -> dict[str, Any]:
+        deadline = time.monotonic() + RECEIPT_TIMEOUT_S
+        while True:
+            receipt = self.rpc("eth_getTransactionReceipt", [tx_hash])
+            if receipt is not None:
+                return dict(receipt)
+            if time.monotonic() > deadline:
+                raise ChainError(f"no receipt for {tx_hash} after {RECEIPT_TIMEOUT_S:.0f}s")
+            time.sleep(RECEIPT_POLL_S)
+
+    def transact(
+        self, sender: str, to: str, contract: str, fn: str, *args: Any, value: int = 0
+    ) -> Receipt:
+        """Call ``contract.fn(*args)`` at ``to`` in a transaction from ``sender``."""
+        function = load_abi(contract).function(fn)
+        tx = {"from": sender, "to": to, "data": function.encode_call(args)}
+        if value:
+            tx["value"] = hex(value)
+        return self.send(tx, f"{contract}.{function.name}")
+
+    def call(self, to: str, contract: str, fn: str, *args: Any, block: str = "latest") -> Any:
+        """Run a view function and decode its result (a tuple when it returns several)."""
+        function = load_abi(contract).function(fn)
+        try:
+            data = self.rpc("eth_call", [{"to": to, "data": function.encode_call(args)}, block])
+        except TxReverted as e:
+            raise TxReverted(f"{contract}.{function.name}", e.reason) from None
+        return function.decode_output(str(data))
+
+    def deploy(self, sender: str, contract: str, *args: Any) -> tuple[str, Receipt]:
+        """Deploy ``abis/bin/<contract>.bin`` with constructor ``args``; return its address."""
+        bytecode = (ABI_DIR / "bin" / f"{contract}.bin").read_text().strip()
+        ctor = load_abi(contract).constructor_inputs
+        data = "0x" + bytecode + (encode(list(ctor), list(args)).hex() if ctor else "")
+        receipt = self.send({"from": sender, "data": data}, f"deploy {contract}")
+        if receipt.contract_address is None:
+            raise ChainError(f"deploy {contract}: no contract address in receipt")
+        return receipt.contract_address, receipt
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Chain:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _parse_receipt(raw: dict[str, Any]) -> Receipt:
+    block = int(raw["blockNumber"], 16)
+    logs = tuple(
+        Log(
+            address=str(log["address"]).lower(),
+            topics=tuple(str(t) for t in log["topics"]),
+            data=str(log["data"]),
+            log_index=int(log["logIndex"], 16),
+            block_number=block,
+        )
+        for log in raw["logs"]
+    )
+    contract = raw.get("contractAddress")
+    return Receipt(
+        tx_hash=str(raw["transactionHash"]),
+        block_number=block,
+        sender=str(raw["from"]).lower(),
+        to=str(raw["to"]).lower() if raw.get("to") else None,
+        contract_address=str(contract).lower() if contract else None,
+        gas_used=int(raw["gasUsed"], 16),
+        logs=logs,
+    )
