@@ -34,6 +34,10 @@ ABI_DIR = Path(__file__).resolve().parent.parent / "abis"
 # take one block, so poll for a bounded time.
 RECEIPT_TIMEOUT_S = 30.0
 RECEIPT_POLL_S = 0.02
+# Every transaction carries this gas limit instead of an estimate: estimation costs a second
+# execution, and an exact estimate runs out of gas when the mined block's timestamp differs
+# from the one estimated against (SSTORE of block.timestamp costs more when it changes).
+DEFAULT_GAS = 15_000_000
 ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
 
@@ -230,14 +234,18 @@ class Chain:
         return int(self.rpc("eth_blockNumber"), 16)
 
     def send(self, tx: dict[str, Any], label: str) -> Receipt:
-        """Send a prepared transaction and wait for its receipt; raise TxReverted on failure."""
+        """Send a prepared transaction and wait for its receipt; raise TxReverted on failure.
+
+        A reverting transaction is mined (as on a real chain) and raises with its tx hash;
+        the reason comes from replaying it with eth_call on the parent block's state.
+        """
+        tx = {"gas": hex(DEFAULT_GAS), **tx}
         try:
             tx_hash = str(self.rpc("eth_sendTransaction", [tx]))
         except TxReverted as e:
             raise TxReverted(label, e.reason) from None
         receipt = self.receipt(tx_hash)
         if receipt["status"] != "0x1":
-            # Mined but failed (an explicit gas limit skips estimation): replay for the reason.
             block = hex(int(receipt["blockNumber"], 16) - 1)
             call = {k: v for k, v in tx.items() if k != "nonce"}
             try:
@@ -259,11 +267,18 @@ class Chain:
             time.sleep(RECEIPT_POLL_S)
 
     def transact(
-        self, sender: str, to: str, contract: str, fn: str, *args: Any, value: int = 0
+        self,
+        sender: str,
+        to: str,
+        contract: str,
+        fn: str,
+        *args: Any,
+        value: int = 0,
+        gas: int = DEFAULT_GAS,
     ) -> Receipt:
         """Call ``contract.fn(*args)`` at ``to`` in a transaction from ``sender``."""
         function = load_abi(contract).function(fn)
-        tx = {"from": sender, "to": to, "data": function.encode_call(args)}
+        tx = {"from": sender, "to": to, "data": function.encode_call(args), "gas": hex(gas)}
         if value:
             tx["value"] = hex(value)
         return self.send(tx, f"{contract}.{function.name}")
