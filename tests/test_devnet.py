@@ -14,7 +14,7 @@ import pytest
 from eth_utils.crypto import keccak
 
 from devnet.anvil import Anvil
-from devnet.chain import Chain, ContractAbi, TxReverted
+from devnet.chain import Chain, ContractAbi, TxReverted, load_abi
 from devnet.deploy import COR, Deployment, deploy_all
 from devnet.ledger import Ledger
 from devnet.lifecycle import Net, deactivate_session, deposit, drive_task, open_session, submit_task
@@ -224,3 +224,21 @@ def test_fork_sees_parent_history_and_its_own_blocks(anvil: Anvil) -> None:
         assert new == {(tx.tx_hash, log.log_index) for log in tx.logs} and len(new) == 2
     with Chain(anvil.url) as parent_chain:  # the fork's block never reached the parent
         assert parent_chain.block_number() == fork_block
+
+
+def test_bulk_emitter_logs_real_signatures(anvil: Anvil) -> None:
+    with Chain(anvil.url) as chain:
+        owner = chain.accounts()[0]
+        address, _ = chain.deploy(owner, "BulkEmitter")
+        receipt = chain.transact(
+            owner, address, "BulkEmitter", "emitTaskLifecycles", 7, 100, 50, owner, COR
+        )
+    assert len(receipt.logs) == 350
+    queue = _public("SessionQueueV2").events
+    topics = [log.topic0 for log in receipt.logs[:7]]
+    assert topics[:6] == [queue[e].topic0 for e in (
+        "TaskQueued", "TaskAssigned", "TaskAcked", "TaskPrecommitted", "TaskCommitted", "TaskEnded"
+    )]
+    allocated = load_abi("SessionPayment").events["NodePaymentAllocated"]
+    assert topics[6] == allocated.topic0
+    assert allocated.decode(receipt.logs[-1])["taskId"] == 149

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
-import {Owned} from "./Owned.sol";
 import {IERC20, ISessionV2} from "./Interfaces.sol";
 
 /// @title SessionPayment (corlens devnet) -- an ASSUMED interface
@@ -12,14 +11,16 @@ import {IERC20, ISessionV2} from "./Interfaces.sol";
 /// pending balances, each (task, node) at most once) -> withdrawNodePayment (pending -> COR).
 /// setFaults is devnet-only fault injection for auditor scenarios: `disableChecks` skips the
 /// balance and duplicate checks, `eventSkew` is added to the amount logged by SessionDeposited
-/// and NodePaymentWithdrawn while the token transfer keeps the true amount.
-contract SessionPayment is Owned {
+/// and NodePaymentWithdrawn while the token transfer keeps the true amount. The deployer owns
+/// the contract for good: no Ownable here, so the ABI holds exactly the four assumed events.
+contract SessionPayment {
     event SessionDeposited(uint256 indexed sessionId, address indexed depositor, uint256 amount);
     event NetworkPaid(uint256 indexed sessionId, uint256 indexed taskId, uint256 amount);
     event NodePaymentAllocated(uint256 indexed sessionId, uint256 indexed taskId, address indexed node, uint256 amount);
     event NodePaymentWithdrawn(address indexed node, address indexed to, uint256 amount);
 
     IERC20 public immutable token;
+    address public immutable owner;
     address public session;
     bool public faultsUnchecked;
     int256 public faultsEventSkew;
@@ -31,11 +32,17 @@ contract SessionPayment is Owned {
 
     constructor(address corToken) {
         token = IERC20(corToken);
+        owner = msg.sender;
+    }
+
+    modifier onlyOwner() {
+        require(msg.sender == owner, "not owner");
+        _;
     }
 
     modifier onlyPayer(uint256 sessionId) {
         require(
-            msg.sender == owner() || (session != address(0) && ISessionV2(session).getRouterIndex(sessionId, msg.sender) >= 0),
+            msg.sender == owner || (session != address(0) && ISessionV2(session).getRouterIndex(sessionId, msg.sender) >= 0),
             "not owner or router"
         );
         _;
