@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from devnet.chain import Chain, Receipt, load_abi
+from devnet.abi import load_abi
+from devnet.chain import Chain, Receipt
 from devnet.ledger import LogRecord, TxRecord
 
 CONTRACTS = ("CorToken", "NodePool", "SessionV2", "SessionQueueV2", "SessionPayment", "CognitiveV1")

@@ -14,7 +14,8 @@ from typing import Any
 
 from eth_utils.crypto import keccak
 
-from devnet.chain import Chain, Receipt, load_abi
+from devnet.abi import load_abi
+from devnet.chain import Chain, Receipt
 from devnet.deploy import Deployment, event_names, tx_record
 from devnet.ledger import Ledger, MinerSteps, PaymentRecord, SessionRecord, TaskRecord
 
