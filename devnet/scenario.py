@@ -20,7 +20,8 @@ What a default run (seed 1, 2 sessions x 4 tasks) contains, in order:
    the last task (when there are >= 4) left in flight after the acks, the rest happy and paid;
 5. network round 1 (one selected miner never precommits: the oracle closes precommit) and
    round 2 (one miner precommits but never commits: the oracle force-ends it);
-6. withdrawals (the first paid miner withdraws half, the others all of their pending);
+6. withdrawals (the paid miner with the lowest address withdraws half of its pending payment,
+   the others all of theirs);
 7. session 0 loses its dedicated node; the last session is deactivated (its nodes released).
 """
 
@@ -72,12 +73,17 @@ def run_scenario(
     tasks_per_session: int = 4,
     router_urls: dict[str, str] | None = None,
 ) -> Ledger:
-    """Drive the scenario described in the module docstring on the node at ``url``."""
+    """Drive the scenario described in the module docstring on the node at ``url``.
+
+    ``router_urls`` maps router addresses to the endpoint URL each session records as the
+    router's routerInfo (default ``http://127.0.0.1:18100 + router index``).
+    """
     if sessions < 1 or tasks_per_session < 1:
         raise ValueError("need at least one session and one task per session")
     rng = random.Random(seed)
     roles = deployment.accounts
-    urls = {**default_router_urls(roles.routers), **(router_urls or {})}
+    given = {router.lower(): url for router, url in (router_urls or {}).items()}
+    urls = {**default_router_urls(roles.routers), **given}
     with Chain(url) as chain:
         net = Net(chain, deployment, Ledger(chain_id=chain.chain_id(), seed=seed))
         churn = rng.choice(roles.miners)
