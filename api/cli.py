@@ -28,8 +28,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config file "
                                                "(default: $CORLENS_CONFIG, then ./corlens.yaml)")]

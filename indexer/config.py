@@ -92,6 +92,7 @@ class ChainConfig(BaseModel):
     start_block: int = Field(default=0, ge=0)
     max_block_range: int = Field(default=10_000, ge=1)
     poll_interval: float = Field(default=2.0, gt=0)
+    rpc_timeout: float = Field(default=20.0, gt=0)
     contracts: dict[str, ContractConfig] = Field(default_factory=dict)
 
     @field_validator("rpc_urls")

@@ -55,6 +55,8 @@ TASK_STEP_OF = {
     ("SessionQueueV2", "TaskEnded"): "ended",
     ("SessionPayment", "NodePaymentAllocated"): "paid",
 }
+PHASE_PROVISIONAL = frozenset({"TaskAllPrecommitted", "TaskAllCommitted"})
+PHASE_CLOSING = frozenset({"TaskPrecommitEnded", "TaskCommitEnded"})
 MINER_ACTION = {"TaskAcked": "ack", "TaskPrecommitted": "precommit", "TaskCommitted": "commit"}
 
 # CognitiveV1 event -> (round step, status it implies or None, per-participant arg or None)
@@ -207,7 +209,10 @@ class Projector:
 
     def _set_step(self, sid: int, tid: int, step: str, ev: DecodedEvent, actor: str | None) -> None:
         k = (sid, tid, step)
-        if k not in self.steps:
+        prev = self.steps.get(k)
+        # The router's closing event (TaskPrecommitEnded, TaskCommitEnded) marks the step; the
+        # All* event stands in only until it arrives.
+        if prev is None or (prev["event"] in PHASE_PROVISIONAL and ev.event in PHASE_CLOSING):
             self.steps[k] = {
                 "chain_id": self.chain_id,
                 "session_id": sid,

@@ -67,7 +67,7 @@ async def index_once(
         else None
     )
     try:
-        async with RpcClient(chain.rpc_urls) as rpc:
+        async with RpcClient(chain.rpc_urls, timeout=chain.rpc_timeout) as rpc:
             ix = ChainIndexer(chain, store, rpc, config_dir=_config_dir(settings))
             await ix.setup()
             return await ix.backfill(on_progress)
@@ -96,7 +96,7 @@ async def follow(
     if say:
         say(f"{chain.name}: writer lock acquired")
     try:
-        async with RpcClient(chain.rpc_urls) as rpc:
+        async with RpcClient(chain.rpc_urls, timeout=chain.rpc_timeout) as rpc:
             ix = ChainIndexer(chain, store, rpc, config_dir=_config_dir(settings))
             await ix.setup()
             await ix.backfill(on_progress)

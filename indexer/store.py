@@ -34,6 +34,8 @@ from indexer.models import (
 )
 from indexer.project import Projector, Row, keys_of
 
+# Columns a session snapshot does not carry, for a session first seen through its snapshot.
+SESSION_DEFAULTS: dict[str, Any] = {"miners": [], "active": True}
 # Bound parameters per statement stay well under SQLite's 32766 limit.
 IN_CHUNK = 500
 
@@ -78,13 +80,23 @@ class Store:
         mod = postgresql if self.dialect == "postgresql" else sqlite
         return mod.insert(_t(model))
 
-    def _upsert(self, conn: sa.Connection, model: Any, rows: list[dict[str, Any]]) -> None:
+    def _upsert(
+        self,
+        conn: sa.Connection,
+        model: Any,
+        rows: list[dict[str, Any]],
+        insert_defaults: dict[str, Any] | None = None,
+    ) -> None:
+        """Insert or update on the primary key. Only the columns the rows carry are updated;
+        ``insert_defaults`` fill the others when the row is new."""
         if not rows:
             return
         table = _t(model)
         pk = [c.name for c in table.primary_key.columns]
         ins = self._insert(model)
-        cols = [c.name for c in table.columns if c.name not in pk]
+        cols = [c for c in rows[0] if c not in pk]
+        if insert_defaults:
+            rows = [{**insert_defaults, **r} for r in rows]
         stmt = ins.on_conflict_do_update(index_elements=pk, set_={c: ins.excluded[c] for c in cols})
         for chunk in _chunks(rows, 2000):
             conn.execute(stmt, list(chunk))
@@ -182,7 +194,7 @@ class Store:
                 ],
             )
             self._project(conn, batch.chain_id, new)
-            self._upsert(conn, Session, batch.sessions)
+            self._upsert(conn, Session, batch.sessions, SESSION_DEFAULTS)
             st = _t(ChainState)
             values: dict[str, Any] = {
                 "cursor_block": batch.to_block,
@@ -417,7 +429,7 @@ class Store:
             s = _t(Session)
             for sid in dropped_sessions:
                 conn.execute(s.delete().where(s.c.chain_id == chain_id, s.c.session_id == sid))
-            self._upsert(conn, Session, sessions)
+            self._upsert(conn, Session, sessions, SESSION_DEFAULTS)
             st = _t(ChainState)
             conn.execute(
                 st.update()

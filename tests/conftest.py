@@ -80,3 +80,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/corlens.db"
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def store_url(db_url: str) -> str:
+    """``db_url`` migrated to the newest schema (what `corlens db upgrade` does)."""
+    from indexer.db import upgrade
+
+    upgrade(db_url)
+    return db_url

@@ -1,0 +1,67 @@
+"""Helpers for indexing tests: build settings for a devnet, index, dump rows for comparison."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import sqlalchemy as sa
+
+from indexer.config import Settings, load_settings
+from indexer.rpc import RpcClient
+from indexer.runner import index_once, open_store
+from indexer.store import Store
+from indexer.sync import ChainIndexer, Progress
+
+# Columns that legitimately differ between two correct indexes of the same chain.
+VOLATILE = {"id", "updated_at"}
+TABLES = ("event", "malformed_log", "session", "task", "task_step", "task_miner",
+          "network_task", "network_task_step", "payment", "node")
+
+
+def devnet_settings(rpc_url: str, addresses: dict[str, str], db_url: str, *,
+                    start_block: int = 0, **chain: Any) -> Settings:
+    cfg: dict[str, Any] = {
+        "name": "local", "preset": "local", "rpc_urls": [rpc_url], "start_block": start_block,
+        "contracts": {"SessionV2": {"address": addresses["SessionV2"]},
+                      "CognitiveV1": {"address": addresses["CognitiveV1"]}},
+    }
+    cfg.update(chain)
+    return load_settings(None, env={}, overrides={"database_url": db_url, "chains": [cfg]})
+
+
+def index(settings: Settings, store: Store | None = None) -> Progress:
+    own = store is None
+    store = store or open_store(settings)
+    try:
+        return asyncio.run(index_once(settings, settings.chains[0], store))
+    finally:
+        if own:
+            store.engine.dispose()
+
+
+async def _steps(settings: Settings, store: Store, n: int) -> list[Any]:
+    c = settings.chains[0]
+    async with RpcClient(c.rpc_urls, timeout=c.rpc_timeout) as rpc:
+        ix = ChainIndexer(settings.chains[0], store, rpc)
+        await ix.setup()
+        return [await ix.step() for _ in range(n)]
+
+
+def step(settings: Settings, store: Store, n: int = 1) -> list[Any]:
+    """Run ``n`` sync steps (what the follower does each tick)."""
+    return asyncio.run(_steps(settings, store, n))
+
+
+def dump(engine: sa.Engine, chain_id: int = 31337, *, tables: tuple[str, ...] = TABLES
+         ) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the indexer's tables for one chain, sorted, minus volatile columns."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    md = sa.MetaData()
+    with engine.connect() as conn:
+        for name in tables:
+            t = sa.Table(name, md, autoload_with=conn)
+            cols = [c for c in t.columns if c.name not in VOLATILE]
+            rows = conn.execute(sa.select(*cols).where(t.c.chain_id == chain_id)).all()
+            out[name] = sorted(tuple(repr(v) for v in r) for r in rows)
+    return out
