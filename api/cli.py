@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from indexer.config import Settings, load_settings
 from indexer.db import upgrade
@@ -37,7 +38,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def fail(code: int, message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -100,7 +101,7 @@ def index(
     printer = ProgressPrinter(quiet=as_json)
 
     def say(msg: str) -> None:
-        err.print(msg, highlight=False)
+        err.print(escape(msg), highlight=False)
 
     async def run() -> None:
         if once:
@@ -169,7 +170,7 @@ def demo(
         summary = run_demo(workdir, seed=seed, sessions=sessions, tasks=tasks,
                            follow_head=follow_head, quiet=as_json,
                            printer=ProgressPrinter(quiet=as_json),
-                           say=lambda m: err.print(m, highlight=False))
+                           say=lambda m: err.print(escape(m), highlight=False))
     except ConfigError as e:
         raise fail(2, f"config {e}") from None
     except (IndexerError, RuntimeError) as e:
@@ -185,3 +186,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,7 @@ from indexer.store import Store
 from indexer.sync import ChainIndexer, Progress
 
 # Columns that legitimately differ between two correct indexes of the same chain.
-VOLATILE = {"id", "updated_at"}
+VOLATILE = {"id", "updated_at", "snapshot_block"}
 TABLES = ("event", "malformed_log", "session", "task", "task_step", "task_miner",
           "network_task", "network_task_step", "payment", "node")
 
@@ -65,3 +65,21 @@ def dump(engine: sa.Engine, chain_id: int = 31337, *, tables: tuple[str, ...] = 
             rows = conn.execute(sa.select(*cols).where(t.c.chain_id == chain_id)).all()
             out[name] = sorted(tuple(repr(v) for v in r) for r in rows)
     return out
+
+
+def write_config(path: Any, rpc_url: str, addresses: dict[str, str], db_url: str, *,
+                 start_block: int = 0, **chain: Any) -> str:
+    """A YAML config file for a devnet, for tests that run the real CLI."""
+    import yaml
+
+    cfg: dict[str, Any] = {
+        "database_url": db_url,
+        "chains": [{
+            "name": "local", "preset": "local", "rpc_urls": [rpc_url], "start_block": start_block,
+            "contracts": {"SessionV2": {"address": addresses["SessionV2"]},
+                          "CognitiveV1": {"address": addresses["CognitiveV1"]}},
+            **chain,
+        }],
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)

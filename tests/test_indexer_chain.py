@@ -1,0 +1,221 @@
+"""Reorgs, faults, finality, forks and bad logs, each against a real anvil.
+
+Every scenario ends by comparing the index with a fresh index of the canonical chain (or of the
+same chain without faults): row for row, the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from devnet.anvil import Anvil
+from devnet.chain import Chain
+from devnet.deploy import Deployment, deploy_all
+from devnet.ledger import Ledger
+from devnet.lifecycle import Net, drive_task, submit_task
+from devnet.scenario import run_scenario
+from indexer.abi import abi_path, events_of, load_abi
+from indexer.runner import open_store
+from indexer.sync import Reorged, Waiting
+from tests.faultproxy import FaultProxy, Faults
+from tests.indexing import devnet_settings, dump, index, step
+from tests.test_indexer_e2e import check_against_ledger
+
+
+def scenario(url: str, seed: int = 2) -> tuple[Deployment, Ledger]:
+    dep = deploy_all(url)
+    return dep, run_scenario(url, dep, seed=seed, sessions=2, tasks_per_session=3)
+
+
+def more_tasks(url: str, dep: Deployment, ledger: Ledger, tag: str, n: int = 2) -> None:
+    """Submit and drive ``n`` more tasks on an active session."""
+    with Chain(url) as chain:
+        net = Net(chain, dep, ledger)
+        s = next(x for x in ledger.sessions.values() if x.state == "active")
+        for i in range(n):
+            t = submit_task(net, session_id=s.session_id, sender=s.owner, task_data=f"{tag}{i}",
+                            client_reference=f"{tag}-{i}")
+            drive_task(net, t, router=next(iter(s.routers)),
+                       miners=(s.dedicated + s.ephemeral)[:2], payment=10**18)
+
+
+def fresh_dump(url: str, dep: Deployment, tmp: Path, name: str) -> dict[str, Any]:
+    settings = devnet_settings(url, dep.addresses, f"sqlite:///{tmp}/{name}.db",
+                               start_block=dep.start_block)
+    index(settings)
+    store = open_store(settings)
+    try:
+        return dump(store.engine)
+    finally:
+        store.engine.dispose()
+
+
+def follow_until_waiting(settings: Any, store: Any) -> list[Any]:
+    outs: list[Any] = []
+    for _ in range(50):
+        (out,) = step(settings, store)
+        outs.append(out)
+        if isinstance(out, Waiting):
+            return outs
+    raise AssertionError(f"never caught up: {outs[-3:]}")
+
+
+@pytest.mark.parametrize("depth", [1, 3, 8])
+def test_anvil_reorg_rolls_back_to_canonical(anvil: Anvil, store_url: str, tmp_path: Path,
+                                             depth: int) -> None:
+    dep, ledger = scenario(anvil.url)
+    settings = devnet_settings(anvil.url, dep.addresses, store_url, start_block=dep.start_block)
+    store = open_store(settings)
+    try:
+        index(settings, store)
+        before = dump(store.engine)
+        anvil.rpc("anvil_reorg", [depth, []])
+        outs = follow_until_waiting(settings, store)
+        assert isinstance(outs[0], Reorged) and outs[0].removed_events > 0
+        after = dump(store.engine)
+        assert after != before
+        assert after == fresh_dump(anvil.url, dep, tmp_path, "fresh")
+    finally:
+        store.engine.dispose()
+
+
+def test_snapshot_revert_with_other_transactions(anvil: Anvil, store_url: str,
+                                                 tmp_path: Path) -> None:
+    dep, ledger = scenario(anvil.url)
+    snap = anvil.rpc("evm_snapshot")
+    settings = devnet_settings(anvil.url, dep.addresses, store_url, start_block=dep.start_block)
+    store = open_store(settings)
+    try:
+        more_tasks(anvil.url, dep, ledger, "a", n=2)
+        index(settings, store)
+        assert anvil.rpc("evm_revert", [snap])
+        more_tasks(anvil.url, dep, ledger, "b", n=3)  # a longer, different history
+        outs = follow_until_waiting(settings, store)
+        assert any(isinstance(o, Reorged) for o in outs)
+        got = dump(store.engine)
+        assert got == fresh_dump(anvil.url, dep, tmp_path, "fresh")
+        refs = {r for r in got["task"] if "'a-0'" in r or "'b-0'" in r}
+        assert len(refs) == 1 and "'b-0'" in next(iter(refs))
+    finally:
+        store.engine.dispose()
+
+
+def test_reorg_deeper_than_allowed_stops_with_clear_error(anvil: Anvil, tmp_path: Path) -> None:
+    from indexer.errors import ReorgTooDeep
+
+    dep, _ = scenario(anvil.url)
+    settings = devnet_settings(anvil.url, dep.addresses, f"sqlite:///{tmp_path}/d.db",
+                               start_block=dep.start_block, max_reorg_depth=4)
+    store = open_store(settings)
+    try:
+        index(settings, store)
+        anvil.rpc("anvil_reorg", [30, []])
+        with pytest.raises(ReorgTooDeep, match="deeper than the allowed 4"):
+            step(settings, store)
+    finally:
+        store.engine.dispose()
+
+
+def test_fault_proxy_gives_the_same_rows(anvil: Anvil, tmp_path: Path) -> None:
+    dep, _ = scenario(anvil.url)
+    faults = Faults(http_429_every=5, http_502_every=9, truncate_every=7, timeout_every=17,
+                    delay=1.0, max_log_blocks=20)
+    with FaultProxy(anvil.url, faults) as proxy:
+        settings = devnet_settings(proxy.url, dep.addresses, f"sqlite:///{tmp_path}/p.db",
+                                   start_block=dep.start_block, rpc_timeout=0.5)
+        index(settings)
+        counts = dict(proxy.counts)
+    for kind in ("http_429", "http_502", "truncated", "timeout", "range_refused"):
+        assert counts.get(kind, 0) > 0, f"fault {kind} never fired: {counts}"
+    store = open_store(settings)
+    try:
+        assert dump(store.engine) == fresh_dump(anvil.url, dep, tmp_path, "direct")
+    finally:
+        store.engine.dispose()
+
+
+def test_finality_promotion_follows_tags(tmp_path: Path) -> None:
+    with Anvil(slots_in_an_epoch=2) as node:  # safe = head - 2, finalized = head - 4
+        dep, _ = scenario(node.url)
+        settings = devnet_settings(node.url, dep.addresses, f"sqlite:///{tmp_path}/f.db",
+                                   start_block=dep.start_block)
+        store = open_store(settings)
+        try:
+            index(settings, store)
+
+            def finality() -> dict[int, str]:
+                with store.engine.connect() as conn:
+                    return dict(conn.execute(sa.text("SELECT number, finality FROM block")).all())
+
+            head = int(node.rpc("eth_blockNumber"), 16)
+            f = finality()
+            assert f[head] == "latest" and f[head - 2] == "safe"
+            assert all(v == "finalized" for n, v in f.items() if n <= head - 4)
+            assert all(v == "latest" for n, v in f.items() if n > head - 2)
+            node.rpc("anvil_mine", ["0xa"])
+            follow_until_waiting(settings, store)
+            assert all(v == "finalized" for n, v in finality().items() if n <= head + 6)
+            with store.engine.connect() as conn:
+                st = conn.execute(sa.text("SELECT safe_block, finalized_block FROM chain_state")
+                                  ).one()
+            assert tuple(st) == (head + 8, head + 6)
+        finally:
+            store.engine.dispose()
+
+
+def test_index_a_fork_of_another_chain(tmp_path: Path) -> None:
+    """The local anvil-fork test: history before the fork block comes from the parent."""
+    with Anvil() as parent:
+        dep, ledger = scenario(parent.url)
+        fork_block = int(parent.rpc("eth_blockNumber"), 16)
+        with Anvil(fork_url=parent.url, fork_block=fork_block) as child:
+            more_tasks(child.url, dep, ledger, "fork", n=2)
+            settings = devnet_settings(child.url, dep.addresses, f"sqlite:///{tmp_path}/k.db",
+                                       start_block=dep.start_block)
+            index(settings)
+            store = open_store(settings)
+            try:
+                check_against_ledger(store.engine, dep, ledger)
+                with store.engine.connect() as conn:
+                    lo, hi = conn.execute(sa.text("SELECT MIN(block_number), MAX(block_number) "
+                                                  "FROM event")).one()
+                assert lo <= fork_block < hi
+            finally:
+                store.engine.dispose()
+
+
+def _log1(topic: str) -> str:
+    return "7f" + topic[2:] + "60006000a1"
+
+
+def test_malformed_and_unknown_logs_are_recorded_and_skipped(anvil: Anvil, tmp_path: Path
+                                                            ) -> None:
+    dep, _ = scenario(anvil.url)
+    ended = next(s for s in events_of("CognitiveV1", load_abi(abi_path("CognitiveV1", None)))
+                 if s.name == "SessionEnded")
+    # A contract that emits CognitiveV1's SessionEnded topic without its indexed id (malformed)
+    # and a topic nobody knows.
+    rogue = "0x" + "c0" * 20
+    anvil.rpc("anvil_setCode", [rogue, "0x" + _log1(ended.topic0) + _log1("0x" + "ee" * 32)
+                                + "00"])
+    sender = anvil.rpc("eth_accounts")[0]
+    anvil.rpc("eth_sendTransaction", [{"from": sender, "to": rogue, "gas": "0x30000"}])
+    addresses = dict(dep.addresses, CognitiveV1=rogue)
+    settings = devnet_settings(anvil.url, addresses, f"sqlite:///{tmp_path}/m.db",
+                               start_block=dep.start_block)
+    index(settings)
+    store = open_store(settings)
+    try:
+        with store.engine.connect() as conn:
+            bad = conn.execute(sa.text("SELECT event, reason FROM malformed_log")).all()
+            st = conn.execute(sa.text("SELECT cursor_block, unknown_logs, malformed_logs "
+                                      "FROM chain_state")).one()
+        assert [tuple(b) for b in bad] == [("SessionEnded", "expected 2 topics, got 1")]
+        head = int(anvil.rpc("eth_blockNumber"), 16)
+        assert st.cursor_block == head and st.malformed_logs == 1 and st.unknown_logs == 1
+    finally:
+        store.engine.dispose()

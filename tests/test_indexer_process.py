@@ -1,0 +1,195 @@
+"""The `corlens` CLI as a user runs it: real processes, kill -9, a standby writer, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+import sqlalchemy as sa
+
+from devnet.anvil import Anvil
+from devnet.deploy import deploy_all
+from devnet.scenario import run_scenario
+from indexer.db import make_engine
+from tests.indexing import devnet_settings, dump, index, write_config
+from tests.test_indexer_chain import more_tasks
+
+CORLENS = [sys.executable, "-m", "api.cli"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CORLENS, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT)
+
+
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*CORLENS, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def cursor(url: str) -> int:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            v = conn.execute(sa.text("SELECT cursor_block FROM chain_state")).scalar()
+        return int(v) if v is not None else -1
+    except sa.exc.OperationalError:
+        return -1
+    except sa.exc.ProgrammingError:
+        return -1
+    finally:
+        engine.dispose()
+
+
+class LineReader:
+    """Collects a process's stderr lines on a thread so a test can wait for one."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self._t = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self._t.start()
+
+    def _run(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def has(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+
+@pytest.fixture
+def devnet(anvil: Anvil) -> Iterator[tuple[Anvil, Any, Any]]:
+    dep = deploy_all(anvil.url)
+    ledger = run_scenario(anvil.url, dep, seed=4, sessions=2, tasks_per_session=3)
+    yield anvil, dep, ledger
+
+
+def test_kill_9_during_backfill_then_restart(devnet: Any, store_url: str, tmp_path: Path
+                                             ) -> None:
+    node, dep, _ = devnet
+    head = int(node.rpc("eth_blockNumber"), 16)
+    cfg = write_config(tmp_path / "c.yaml", node.url, dep.addresses, store_url,
+                       start_block=dep.start_block, max_block_range=1)
+    proc = start_cli("index", "--once", "--config", cfg)
+    try:
+        mid = dep.start_block + (head - dep.start_block) // 3
+        wait_for(lambda: cursor(store_url) >= mid, 60, "a third of the backfill")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    stopped = cursor(store_url)
+    assert mid <= stopped < head, "the kill should land mid-backfill"
+    done = run_cli("index", "--once", "--config", cfg, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["cursor"] == head
+    engine = make_engine(store_url)
+    fresh = devnet_settings(node.url, dep.addresses, f"sqlite:///{tmp_path}/fresh.db",
+                            start_block=dep.start_block)
+    index(fresh)
+    fresh_engine = make_engine(fresh.database_url)
+    try:
+        assert dump(engine) == dump(fresh_engine)
+    finally:
+        engine.dispose()
+        fresh_engine.dispose()
+
+
+def test_standby_writer_takes_over_after_kill_9(devnet: Any, store_url: str, tmp_path: Path
+                                               ) -> None:
+    node, dep, ledger = devnet
+    cfg = write_config(tmp_path / "c.yaml", node.url, dep.addresses, store_url,
+                       start_block=dep.start_block, poll_interval=0.2)
+    head = int(node.rpc("eth_blockNumber"), 16)
+    holder = start_cli("index", "--config", cfg)
+    standby = None
+    try:
+        wait_for(lambda: cursor(store_url) >= head, 60, "the first writer to catch up")
+        standby = start_cli("index", "--config", cfg)
+        assert standby.stderr is not None
+        lines = LineReader(standby.stderr)
+        wait_for(lambda: lines.has("standby"), 30, "the second writer to go standby")
+        line = next(x for x in lines.lines if "standby" in x)
+        assert f"pid={holder.pid}" in line, line
+        time.sleep(0.5)
+        assert not lines.has("writer lock acquired")
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+        more_tasks(node.url, dep, ledger, "late", n=1)
+        new_head = int(node.rpc("eth_blockNumber"), 16)
+        wait_for(lambda: cursor(store_url) >= new_head, 60, "the standby to take over")
+        assert lines.has("writer lock acquired")
+        standby.send_signal(signal.SIGTERM)
+        assert standby.wait(30) == 0
+    finally:
+        for p in (holder, standby):
+            if p is not None and p.poll() is None:
+                p.kill()
+            if p is not None:
+                p.communicate()
+
+
+def test_cli_errors_name_what_to_fix(anvil: Anvil, tmp_path: Path, pg_url: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("chains:\n  - {name: x, preset: local, rpc_urls: ['ftp://nope']}\n")
+    r = run_cli("index", "--once", "--config", str(bad))
+    assert r.returncode == 2 and "chains[x].rpc_urls" in r.stderr and "Traceback" not in r.stderr
+
+    r = run_cli("index", "--once", "--config", str(tmp_path / "missing.yaml"))
+    assert r.returncode == 2 and "--config" in r.stderr
+
+    addrs = {"SessionV2": "0x" + "11" * 20, "CognitiveV1": "0x" + "22" * 20}
+    wrong = write_config(tmp_path / "w.yaml", anvil.url, addrs, f"sqlite:///{tmp_path}/w.db",
+                         chain_id=5, preset=None)
+    r = run_cli("index", "--once", "--config", wrong)
+    assert r.returncode == 2 and "chains[local].chain_id" in r.stderr, r.stderr
+    assert "reports chain 31337" in r.stderr
+
+    dead = write_config(tmp_path / "d.yaml", "http://127.0.0.1:9/secret-key", addrs,
+                        f"sqlite:///{tmp_path}/d.db", rpc_timeout=0.5)
+    env_fast = dict(os.environ)
+    r = subprocess.run([*CORLENS, "index", "--once", "--config", dead], capture_output=True,
+                       text=True, timeout=120, cwd=ROOT, env=env_fast)
+    assert r.returncode == 1 and "Check that the node is running" in r.stderr, r.stderr
+    assert "secret-key" not in r.stderr and "Traceback" not in r.stderr
+
+    old = write_config(tmp_path / "o.yaml", anvil.url, addrs, pg_url)
+    r = run_cli("index", "--once", "--config", old)
+    assert r.returncode == 1 and "corlens db upgrade" in r.stderr, r.stderr
+    up = run_cli("db", "upgrade", "--config", old)
+    assert up.returncode == 0, up.stderr
+
+    r = run_cli("index", "--once", "--config", old, "--chain", "nope")
+    assert r.returncode == 2 and "--chain" in r.stderr and "local" in r.stderr
+
+
+def test_demo_runs_and_summarises(tmp_path: Path) -> None:
+    r = run_cli("demo", "--workdir", str(tmp_path / "demo"), "--json", timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["tasks"] == 8 and summary["sessions"] == 2
+    assert summary["network_tasks"] >= 2 and summary["payments"] > 0 and summary["events"] > 100
+    assert summary["malformed"] == 0 and summary["cursor"] > 0
+    assert (tmp_path / "demo" / "demo.yaml").exists()
