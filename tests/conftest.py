@@ -10,6 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +90,19 @@ def store_url(db_url: str) -> str:
 
     upgrade(db_url)
     return db_url
+
+
+SHARED_ABIS = Path(os.environ.get(
+    "CORLENS_SHARED_ABIS", Path(__file__).resolve().parents[2] / "shared" / "abis"))
+
+
+def public_abi(name: str) -> list[dict[str, object]]:
+    """A public Cortensor ABI from ../shared/abis (reference data, never copied in)."""
+    import json
+
+    path = SHARED_ABIS / f"{name}.json"
+    if not path.exists():
+        pytest.fail(f"public ABI {path} not found: the repo expects ../shared/abis beside it "
+                    "(or set CORLENS_SHARED_ABIS)")
+    data = json.loads(path.read_text())
+    return list(data["abi"] if isinstance(data, dict) else data)

@@ -13,13 +13,10 @@ from typing import Any
 import pytest
 from eth_utils.crypto import keccak
 
-from tests.conftest import unavailable
+from tests.conftest import SHARED_ABIS, unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 ABIS = REPO / "abis"
-SHARED_ABIS = Path(
-    os.environ.get("CORLENS_SHARED_ABIS", Path(__file__).resolve().parents[2] / "shared" / "abis")
-)
 PUBLIC = ("SessionV2", "SessionQueueV2", "CognitiveV1", "NodePool")
 ASSUMED_PAYMENT_EVENTS = {
     "SessionDeposited(uint256,address,uint256)": (True, True, False),

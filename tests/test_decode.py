@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 from eth_abi.abi import encode
 
 from indexer.abi import EventSpec, Param, events_of
 from indexer.decode import EventDecoder, Registry
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "abis"
+from tests.conftest import public_abi
 
 ADDR = "0x" + "ab" * 20
 CASES = [
@@ -87,12 +83,12 @@ def test_malformed_logs_are_recorded_not_raised(topics_extra: list[str], data: s
 
 def test_same_event_name_on_two_contracts_decodes_by_address() -> None:
     """TaskAssigned exists on SessionV2 (bytes32[] nodeIds) and SessionQueueV2 (address[])."""
-    v2 = json.loads((SHARED / "SessionV2.json").read_text())
-    q2 = json.loads((SHARED / "SessionQueueV2.json").read_text())
+    v2 = public_abi("SessionV2")
+    q2 = public_abi("SessionQueueV2")
     reg = Registry()
     a_v2, a_q = "0x" + "01" * 20, "0x" + "02" * 20
-    reg.add(a_v2, events_of("SessionV2", v2 if isinstance(v2, list) else v2["abi"]))
-    reg.add(a_q, events_of("SessionQueueV2", q2 if isinstance(q2, list) else q2["abi"]))
+    reg.add(a_v2, events_of("SessionV2", v2))
+    reg.add(a_q, events_of("SessionQueueV2", q2))
     sig_v2 = next(s for s in events_of("SessionV2", v2) if s.name == "TaskAssigned")
     sig_q = next(s for s in events_of("SessionQueueV2", q2) if s.name == "TaskAssigned")
     assert sig_v2.topic0 != sig_q.topic0

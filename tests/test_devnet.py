@@ -4,10 +4,8 @@ the public-ABI view of SessionV2, and a fork of a devnet chain."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +17,8 @@ from devnet.deploy import COR, Deployment, deploy_all
 from devnet.ledger import Ledger
 from devnet.lifecycle import Net, deactivate_session, deposit, drive_task, open_session, submit_task
 from devnet.scenario import run_scenario
+from tests.conftest import public_abi
 
-SHARED_ABIS = Path(
-    os.environ.get("CORLENS_SHARED_ABIS", Path(__file__).resolve().parents[2] / "shared" / "abis")
-)
 HASH = re.compile(r"^0x[0-9a-f]{64}$")
 
 
@@ -174,10 +170,7 @@ def test_network_round_and_payment_rules(net: Net) -> None:
 
 
 def _public(name: str) -> ContractAbi:
-    path = SHARED_ABIS / f"{name}.json"
-    if not path.exists():
-        pytest.skip(f"public ABIs not found at {SHARED_ABIS} (set CORLENS_SHARED_ABIS)")
-    return ContractAbi(name, json.loads(path.read_text()))
+    return ContractAbi(name, public_abi(name))
 
 
 def test_public_abi_reads_sessions_and_getters(net: Net) -> None:
