@@ -101,6 +101,8 @@ async def follow(
             await ix.setup()
             await ix.backfill(on_progress)
 
+            fatal: list[IndexerError] = []
+
             async def tick() -> None:
                 try:
                     # Catch up within one tick; a bound keeps a tick from running forever.
@@ -116,6 +118,9 @@ async def follow(
                 except (RetryableError, RpcError) as e:
                     if say:
                         say(f"{chain.name}: {e}; retrying at the next tick")
+                except IndexerError as e:  # not retryable (a reorg too deep): stop, say why
+                    fatal.append(e)
+                    stop.set()
 
             sched = AsyncIOScheduler()
             sched.add_job(
@@ -131,6 +136,8 @@ async def follow(
                 await stop.wait()
             finally:
                 sched.shutdown(wait=False)
+            if fatal:
+                raise fatal[0]
     finally:
         lock.release()
 

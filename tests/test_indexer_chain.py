@@ -219,3 +219,20 @@ def test_malformed_and_unknown_logs_are_recorded_and_skipped(anvil: Anvil, tmp_p
         assert st.cursor_block == head and st.malformed_logs == 1 and st.unknown_logs == 1
     finally:
         store.engine.dispose()
+
+
+def test_depth_finality_when_tags_are_not_used(anvil: Anvil, tmp_path: Path) -> None:
+    dep, _ = scenario(anvil.url)
+    settings = devnet_settings(anvil.url, dep.addresses, f"sqlite:///{tmp_path}/z.db",
+                               start_block=dep.start_block, finality="depth", confirmations=10)
+    store = open_store(settings)
+    try:
+        index(settings, store)
+        head = int(anvil.rpc("eth_blockNumber"), 16)
+        with store.engine.connect() as conn:
+            st = conn.execute(sa.text("SELECT safe_block, finalized_block FROM chain_state")).one()
+            fin = dict(conn.execute(sa.text("SELECT number, finality FROM block")).all())
+        assert tuple(st) == (head - 5, head - 10)
+        assert fin[head] == "latest" and fin[head - 5] == "safe" and fin[head - 10] == "finalized"
+    finally:
+        store.engine.dispose()

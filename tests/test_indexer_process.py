@@ -193,3 +193,22 @@ def test_demo_runs_and_summarises(tmp_path: Path) -> None:
     assert summary["network_tasks"] >= 2 and summary["payments"] > 0 and summary["events"] > 100
     assert summary["malformed"] == 0 and summary["cursor"] > 0
     assert (tmp_path / "demo" / "demo.yaml").exists()
+
+
+def test_follow_stops_on_a_reorg_deeper_than_allowed(devnet: Any, tmp_path: Path) -> None:
+    node, dep, _ = devnet
+    db = f"sqlite:///{tmp_path}/r.db"
+    cfg = write_config(tmp_path / "c.yaml", node.url, dep.addresses, db,
+                       start_block=dep.start_block, poll_interval=0.2, max_reorg_depth=4)
+    head = int(node.rpc("eth_blockNumber"), 16)
+    proc = start_cli("index", "--config", cfg)
+    try:
+        wait_for(lambda: cursor(db) >= head, 60, "the writer to catch up")
+        node.rpc("anvil_reorg", [30, []])
+        assert proc.wait(30) == 1
+        _, err = proc.communicate()
+        assert "deeper than the allowed 4" in err and "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
