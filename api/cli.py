@@ -181,6 +181,15 @@ def demo(
         print_summary(summary)
 
 
+def _register_commands() -> None:
+    from gateway.cli import register as register_gateway
+
+    register_gateway(app)
+
+
+_register_commands()
+
+
 def main() -> None:
     try:
         app()
