@@ -24,16 +24,23 @@ from indexer.db import upgrade
 from indexer.errors import ConfigError, IndexerError
 from indexer.sync import Progress
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="corlens: Cortensor on-chain indexer and verification service.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="corlens: Cortensor on-chain indexer and verification service.",
+)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config file "
-                                               "(default: $CORLENS_CONFIG, then ./corlens.yaml)")]
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config", "-c", help="YAML config file (default: $CORLENS_CONFIG, then ./corlens.yaml)"
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
@@ -70,8 +77,10 @@ class ProgressPrinter:
         self._last = now
         pct = 100.0 * p.blocks_done / p.blocks_total if p.blocks_total else 100.0
         eta = "-" if p.eta_s is None else f"{p.eta_s:,.0f}s"
-        line = (f"{p.chain}: block {p.cursor:,}/{p.target:,} ({pct:5.1f}%)  "
-                f"{p.events:,} events  {p.events_per_s:,.0f} ev/s  ETA {eta}")
+        line = (
+            f"{p.chain}: block {p.cursor:,}/{p.target:,} ({pct:5.1f}%)  "
+            f"{p.events:,} events  {p.events_per_s:,.0f} ev/s  ETA {eta}"
+        )
         if err.is_terminal:
             err.print(line, end="\r" if not done else "\n", highlight=False)
         else:
@@ -82,8 +91,9 @@ class ProgressPrinter:
 def index(
     config: ConfigOpt = None,
     chain: Annotated[str | None, typer.Option(help="Index only this configured chain.")] = None,
-    once: Annotated[bool, typer.Option("--once", help="Backfill to the current head, then exit."
-                                       )] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Backfill to the current head, then exit.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Index the configured chains: backfill, then follow the head (one writer per chain)."""
@@ -135,7 +145,37 @@ def print_summary(x: Any) -> None:
         f"{x.events:,} events, {x.sessions} sessions, {x.tasks} tasks, "
         f"{x.network_tasks} network tasks, {x.payments} payments, {x.nodes} nodes; "
         f"{x.malformed} malformed and {x.unknown} unknown logs, {x.reorgs} reorgs",
-        highlight=False)
+        highlight=False,
+    )
+
+
+HostOpt = Annotated[str, typer.Option(help="Interface to listen on.")]
+PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    no_indexer: Annotated[
+        bool, typer.Option("--no-indexer", help="Serve only; do not index.")
+    ] = False,
+) -> None:
+    """Serve the verification API (and the gateway), indexing in-process unless --no-indexer."""
+    import uvicorn
+
+    s = settings_or_exit(config, require_chains=False)
+    try:
+        from api.compose import build_app
+
+        application = build_app(s, run_indexer=not no_indexer)
+    except ConfigError as e:
+        raise fail(2, f"config {e}") from None
+    try:
+        uvicorn.run(application, host=host, port=port, log_level="warning")
+    except ConfigError as e:
+        raise fail(1 if "upgrade" in e.problem else 2, f"config {e}") from None
 
 
 @db_app.command("upgrade")
@@ -145,21 +185,23 @@ def db_upgrade(config: ConfigOpt = None) -> None:
     try:
         upgrade(s.database_url)
     except Exception as e:  # alembic/driver errors: report, never a traceback
-        raise fail(1, f"upgrade failed: {e}. Check database_url and that the server is up."
-                   ) from None
+        raise fail(
+            1, f"upgrade failed: {e}. Check database_url and that the server is up."
+        ) from None
     out.print("database is at the newest migration")
 
 
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Where the demo keeps its config and SQLite "
-                                          "database.")] = Path(".corlens"),
+    workdir: Annotated[
+        Path, typer.Option(help="Where the demo keeps its config and SQLite database.")
+    ] = Path(".corlens"),
     seed: Annotated[int, typer.Option(help="Scenario seed (same seed, same history).")] = 1,
     sessions: Annotated[int, typer.Option(min=1, max=50)] = 2,
-    tasks: Annotated[int, typer.Option("--tasks", min=1, max=500, help="Tasks per session."
-                                       )] = 4,
-    follow_head: Annotated[bool, typer.Option("--follow", help="Keep the devnet running and "
-                                              "follow it until Ctrl-C.")] = False,
+    tasks: Annotated[int, typer.Option("--tasks", min=1, max=500, help="Tasks per session.")] = 4,
+    follow_head: Annotated[
+        bool, typer.Option("--follow", help="Keep the devnet running and follow it until Ctrl-C.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run corlens on its embedded default: a local Cortensor devnet on anvil, indexed into
@@ -167,10 +209,16 @@ def demo(
     from api.demo import run_demo
 
     try:
-        summary = run_demo(workdir, seed=seed, sessions=sessions, tasks=tasks,
-                           follow_head=follow_head, quiet=as_json,
-                           printer=ProgressPrinter(quiet=as_json),
-                           say=lambda m: err.print(escape(m), highlight=False))
+        summary = run_demo(
+            workdir,
+            seed=seed,
+            sessions=sessions,
+            tasks=tasks,
+            follow_head=follow_head,
+            quiet=as_json,
+            printer=ProgressPrinter(quiet=as_json),
+            say=lambda m: err.print(escape(m), highlight=False),
+        )
     except ConfigError as e:
         raise fail(2, f"config {e}") from None
     except (IndexerError, RuntimeError) as e:

@@ -22,29 +22,40 @@ from indexer.runner import Summary, follow, index_once, open_store, summarize
 from indexer.sync import Progress
 
 
-def devnet_config(url: str, addresses: dict[str, str], db_path: Path, start_block: int = 0
-                  ) -> dict[str, Any]:
+def devnet_config(
+    url: str, addresses: dict[str, str], db_path: Path, start_block: int = 0
+) -> dict[str, Any]:
     """The config corlens uses for a devnet: SessionV2 and CognitiveV1 named, the rest resolved
     from SessionV2's getters as on a real chain."""
     return {
         "database_url": f"sqlite:///{db_path}",
-        "chains": [{
-            "name": "local",
-            "preset": "local",
-            "rpc_urls": [url],
-            "poll_interval": 1.0,
-            "contracts": {
-                "SessionV2": {"address": addresses["SessionV2"], "start_block": start_block},
-                "CognitiveV1": {"address": addresses["CognitiveV1"]},
-            },
-            "start_block": start_block,
-        }],
+        "chains": [
+            {
+                "name": "local",
+                "preset": "local",
+                "rpc_urls": [url],
+                "poll_interval": 1.0,
+                "contracts": {
+                    "SessionV2": {"address": addresses["SessionV2"], "start_block": start_block},
+                    "CognitiveV1": {"address": addresses["CognitiveV1"]},
+                },
+                "start_block": start_block,
+            }
+        ],
     }
 
 
-def run_demo(workdir: Path, *, seed: int, sessions: int, tasks: int, follow_head: bool,
-             quiet: bool, printer: Callable[[Progress], None], say: Callable[[str], None]
-             ) -> Summary:
+def run_demo(
+    workdir: Path,
+    *,
+    seed: int,
+    sessions: int,
+    tasks: int,
+    follow_head: bool,
+    quiet: bool,
+    printer: Callable[[Progress], None],
+    say: Callable[[str], None],
+) -> Summary:
     from devnet.deploy import deploy_all
     from devnet.scenario import run_scenario
 
@@ -58,8 +69,10 @@ def run_demo(workdir: Path, *, seed: int, sessions: int, tasks: int, follow_head
             say(f"devnet: anvil on {node.url} (pid {node.pid}); deploying contracts")
         dep = deploy_all(node.url)
         if not quiet:
-            say(f"devnet: driving scenario seed={seed}: {sessions} sessions x {tasks} tasks, "
-                "network rounds, payments, failure paths")
+            say(
+                f"devnet: driving scenario seed={seed}: {sessions} sessions x {tasks} tasks, "
+                "network rounds, payments, failure paths"
+            )
         run_scenario(node.url, dep, seed=seed, sessions=sessions, tasks_per_session=tasks)
         cfg = devnet_config(node.url, dep.addresses, db_path, dep.start_block)
         cfg_path = workdir / "demo.yaml"

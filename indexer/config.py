@@ -144,6 +144,8 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     chains: list[ChainConfig] = Field(default_factory=list)
     gateway: dict[str, Any] = Field(default_factory=dict)
+    public_url: str | None = None  # corlens's own base URL for links (default: the request's)
+    ready_max_lag_blocks: int = Field(default=50, ge=0)  # /ready fails above this lag
     config_path: str | None = None
 
     @field_validator("database_url")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,7 @@ async def follow(
     on_progress: Callable[[Progress], None] | None = None,
     say: Say | None = None,
     stop: asyncio.Event | None = None,
+    rpc: RpcClient | None = None,
 ) -> None:
     """Backfill, then follow the head on an APScheduler interval job until ``stop`` is set."""
     stop = stop or asyncio.Event()
@@ -96,7 +98,11 @@ async def follow(
     if say:
         say(f"{chain.name}: writer lock acquired")
     try:
-        async with RpcClient(chain.rpc_urls, timeout=chain.rpc_timeout) as rpc:
+        async with contextlib.AsyncExitStack() as stack:
+            if rpc is None:
+                rpc = await stack.enter_async_context(
+                    RpcClient(chain.rpc_urls, timeout=chain.rpc_timeout)
+                )
             ix = ChainIndexer(chain, store, rpc, config_dir=_config_dir(settings))
             await ix.setup()
             await ix.backfill(on_progress)

@@ -1,0 +1,128 @@
+"""The app factory: the composition root that builds the FastAPI app from one Settings.
+
+``create_app(settings)`` mounts the verification API, the ops routes and (when given) the
+gateway, and — for ``corlens serve`` and ``demo`` — runs each chain's indexer loop in-process
+under APScheduler during the app's lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+
+from api import errors, ops, routes, routes_more
+from api.state import AppState
+from indexer.config import Settings
+from indexer.db import ensure_schema, make_engine
+from indexer.errors import IndexerError
+from indexer.rpc import RpcClient
+from indexer.sync import Progress
+
+API_DESCRIPTION = """
+Verified Cortensor task state for dashboards and auditors: sessions, task lifecycles with a
+link from every step to the block explorer, independent on-chain verification, network-task
+rounds, nodes, payouts and the payout audit. Errors are `{"error": {"code", "message",
+"details"}}`; malformed input is a 422 whose `details.field` names the field.
+"""
+
+
+def create_app(
+    settings: Settings,
+    *,
+    run_indexer: bool = False,
+    extra_routers: list[Any] | None = None,
+    on_startup: list[Callable[[], Awaitable[None]]] | None = None,
+    on_shutdown: list[Callable[[], Awaitable[None]]] | None = None,
+) -> FastAPI:
+    """Build the app. Nothing connects until the app starts (lifespan)."""
+    engine = (
+        make_engine(settings.database_url, pool_size=10, max_overflow=20)
+        if not settings.database_url.startswith("sqlite")
+        else make_engine(settings.database_url)
+    )
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        chains={c.name: c for c in settings.chains},
+        rpcs={},
+        public_url=settings.public_url,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        ensure_schema(settings.database_url, engine)
+        for c in settings.chains:
+            state.rpcs[c.name] = RpcClient(c.rpc_urls, timeout=c.rpc_timeout)
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        if run_indexer:
+            tasks = _start_indexers(state, stop)
+        for hook in on_startup or []:
+            await hook()
+        try:
+            yield
+        finally:
+            stop.set()
+            for hook in on_shutdown or []:
+                await hook()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(t, 10)
+            for rpc in state.rpcs.values():
+                await rpc.aclose()
+            engine.dispose()
+
+    app = FastAPI(title="corlens", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
+    app.state.corlens = state
+    errors.install(app)
+
+    @app.middleware("http")
+    async def timing(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        state.metrics.observe(getattr(route, "path", "unmatched"), time.perf_counter() - t0)
+        return response
+
+    app.include_router(routes.router)
+    app.include_router(routes_more.router)
+    app.include_router(ops.router)
+    for r in extra_routers or []:
+        app.include_router(r)
+    return app
+
+
+def _start_indexers(state: AppState, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    from indexer.runner import follow
+    from indexer.store import Store
+
+    store = Store(state.engine)
+    progress: dict[str, Progress] = state.extra.setdefault("progress", {})
+    errors_seen: dict[str, str] = state.extra.setdefault("indexer_errors", {})
+
+    def on_progress(p: Progress) -> None:
+        progress[p.chain] = p
+
+    async def run(chain_name: str) -> None:
+        chain = state.chains[chain_name]
+        try:
+            await follow(
+                state.settings,
+                chain,
+                store,
+                on_progress,
+                lambda m: errors_seen.__setitem__(chain_name, m),
+                stop,
+                rpc=state.rpcs[chain_name],
+            )
+        except IndexerError as e:  # shown on /status; the API keeps serving what is indexed
+            errors_seen[chain_name] = str(e)
+
+    return [asyncio.create_task(run(name)) for name in state.chains]

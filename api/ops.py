@@ -1,0 +1,140 @@
+"""Operations routes: /health, /ready, /status, /metrics (Prometheus text)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from api import queries as q
+from api.state import StateDep
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/health", summary="The process is alive")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _chains(state: Any) -> list[dict[str, Any]]:
+    out = []
+    with state.engine.connect() as conn:
+        for c in state.chains.values():
+            st = q.chain_state(conn, int(c.chain_id or 0)) or {}
+            cursor, head = int(st.get("cursor_block", -1)), int(st.get("head_block", -1))
+            prog = state.extra.get("progress", {}).get(c.name)
+            rpc = state.rpcs.get(c.name)
+            stats = rpc.stats() if rpc else None
+            out.append(
+                {
+                    "chain": c.name,
+                    "chain_id": int(c.chain_id or 0),
+                    "cursor": cursor,
+                    "head": head,
+                    "lag_blocks": max(0, head - cursor) if head >= 0 else None,
+                    "safe": st.get("safe_block"),
+                    "finalized": st.get("finalized_block"),
+                    "events_indexed": st.get("events_indexed", 0),
+                    "reorgs": st.get("reorgs", 0),
+                    "events_per_s": round(prog.events_per_s, 1) if prog else None,
+                    "rpc_requests": dict(stats.requests) if stats else {},
+                    "rpc_errors": dict(stats.errors) if stats else {},
+                    "indexer_message": state.extra.get("indexer_errors", {}).get(c.name),
+                }
+            )
+    return out
+
+
+@router.get("/ready", summary="Database reachable and every chain's lag under the bound")
+def ready(state: StateDep) -> JSONResponse:
+    bound = state.settings.ready_max_lag_blocks
+    try:
+        chains = _chains(state)
+    except sa.exc.SQLAlchemyError as e:
+        return JSONResponse(
+            {"ready": False, "reason": f"database unreachable: {type(e).__name__}"},
+            503,
+            headers={"Retry-After": "5"},
+        )
+    lagging = [c["chain"] for c in chains if c["lag_blocks"] is None or c["lag_blocks"] > bound]
+    if lagging:
+        return JSONResponse(
+            {"ready": False, "reason": f"lag above {bound} blocks", "chains": lagging},
+            503,
+            headers={"Retry-After": "5"},
+        )
+    return JSONResponse({"ready": True, "chains": [c["chain"] for c in chains]})
+
+
+@router.get("/status", summary="Cursors, heads, lags, RPC errors, events/s")
+def status(state: StateDep) -> dict[str, Any]:
+    return {"chains": _chains(state), "time": time.time()}
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
+@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+def metrics(state: StateDep) -> str:
+    lines = [
+        "# HELP corlens_indexer_lag_blocks Blocks between the chain head and the cursor.",
+        "# TYPE corlens_indexer_lag_blocks gauge",
+    ]
+    chains = _chains(state)
+    for c in chains:
+        lines.append(f'corlens_indexer_lag_blocks{{chain="{c["chain"]}"}} {c["lag_blocks"] or 0}')
+    lines += [
+        "# HELP corlens_indexer_events_total Events indexed.",
+        "# TYPE corlens_indexer_events_total counter",
+    ]
+    lines += [
+        f'corlens_indexer_events_total{{chain="{c["chain"]}"}} {c["events_indexed"]}'
+        for c in chains
+    ]
+    lines += [
+        "# HELP corlens_indexer_reorgs_total Reorgs rolled back.",
+        "# TYPE corlens_indexer_reorgs_total counter",
+    ]
+    lines += [f'corlens_indexer_reorgs_total{{chain="{c["chain"]}"}} {c["reorgs"]}' for c in chains]
+    lines += [
+        "# HELP corlens_rpc_requests_total JSON-RPC requests by method.",
+        "# TYPE corlens_rpc_requests_total counter",
+    ]
+    for c in chains:
+        for m, n in sorted(c["rpc_requests"].items()):
+            lines.append(
+                f'corlens_rpc_requests_total{{chain="{c["chain"]}",method="{_esc(m)}"}} {n}'
+            )
+    lines += [
+        "# HELP corlens_rpc_errors_total JSON-RPC errors by method.",
+        "# TYPE corlens_rpc_errors_total counter",
+    ]
+    for c in chains:
+        for m, n in sorted(c["rpc_errors"].items()):
+            lines.append(f'corlens_rpc_errors_total{{chain="{c["chain"]}",method="{_esc(m)}"}} {n}')
+    lines += [
+        "# HELP corlens_api_request_seconds API request latency by route.",
+        "# TYPE corlens_api_request_seconds summary",
+    ]
+    for route, samples in sorted(state.metrics.latency.items()):
+        if not samples:
+            continue
+        s = sorted(samples)
+        for qn in (0.5, 0.99):
+            v = s[min(len(s) - 1, int(qn * len(s)))]
+            lines.append(
+                f'corlens_api_request_seconds{{route="{_esc(route)}",quantile="{qn}"}} {v:.6f}'
+            )
+        lines.append(
+            f'corlens_api_request_seconds_count{{route="{_esc(route)}"}} '
+            f"{state.metrics.counts.get(route, 0)}"
+        )
+    extra = state.extra.get("metrics_hooks", [])
+    for hook in extra:
+        lines += hook()
+    return "\n".join(lines) + "\n"

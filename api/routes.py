@@ -1,0 +1,403 @@
+"""Verification API routes under /api/v1: chains, sessions, tasks, network tasks, nodes, tx.
+
+Thin: each route validates input, calls one query function and returns a response schema.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+
+from api import queries as q
+from api.errors import ERRORS_422_404, bad_field, not_found
+from api.links import Links, finality_of
+from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadToken, decode_token, encode_token
+from api.schemas import (
+    ActionOut,
+    ChainOut,
+    ChainsOut,
+    NetworkTaskDetail,
+    NetworkTaskOut,
+    NetworkTaskPage,
+    RoundStepOut,
+    RouterOut,
+    SessionDetail,
+    SessionOut,
+    SessionPage,
+    StepOut,
+    TaskDetail,
+    TaskMinerOut,
+    TaskPage,
+    TaskSummary,
+)
+from api.state import ChainDep, ConnDep, StateDep
+from indexer.config import ChainConfig
+from indexer.project import TASK_STATUSES
+
+router = APIRouter(prefix="/api/v1", responses=ERRORS_422_404)
+
+MAX_ID = 2**63 - 1  # ids are BIGINT in SQL
+SessionId = Annotated[int, Path(ge=0, le=MAX_ID, description="SessionV2 session id")]
+TaskId = Annotated[int, Path(ge=0, le=MAX_ID, description="Task id within the session")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Page size, at most {MAX_LIMIT}")]
+Next = Annotated[str | None, Query(max_length=512, description="Token from the previous page")]
+Address = Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{40}$", description="20-byte hex address")]
+TaskStatus = Literal[
+    "submitted", "queued", "assigned", "acked", "precommitted", "committed", "ended", "paid"
+]
+assert set(TaskStatus.__args__) == set(TASK_STATUSES)  # type: ignore[attr-defined]
+
+STEP_ROLE = {
+    "submitted": "client",
+    "queued": "client",
+    "assigned": "router",
+    "acked": "miner",
+    "precommitted": "router",
+    "committed": "router",
+    "ended": "router",
+    "paid": "network",
+}
+STEP_ORDER = {s: i for i, s in enumerate(TASK_STATUSES)}
+
+
+def after_key(token: str | None) -> int | None:
+    if token is None:
+        return None
+    try:
+        (key,) = decode_token(token, 1)
+    except BadToken:
+        raise bad_field("next", "not a token this API issued") from None
+    if not isinstance(key, int):
+        raise bad_field("next", "not a token this API issued")
+    return key
+
+
+def fin(state: dict[str, Any] | None, block: int) -> Any:
+    if state is None:
+        return "latest"
+    return finality_of(block, int(state["safe_block"]), int(state["finalized_block"]))
+
+
+@router.get("/chains", response_model=ChainsOut, summary="Indexed chains and their lag")
+def chains(state: StateDep, conn: ConnDep) -> ChainsOut:
+    import time
+
+    out = []
+    for c in state.chains.values():
+        st = q.chain_state(conn, int(c.chain_id or 0)) or {}
+        cursor, head = int(st.get("cursor_block", -1)), int(st.get("head_block", -1))
+        t = q.block_time(conn, int(c.chain_id or 0), cursor) if cursor >= 0 else None
+        out.append(
+            ChainOut(
+                name=c.name,
+                chain_id=int(c.chain_id or 0),
+                parent_chain_id=c.parent_chain_id,
+                head_block=head,
+                cursor_block=cursor,
+                lag_blocks=max(0, head - cursor),
+                lag_seconds=max(0.0, time.time() - t) if t else None,
+                safe_block=int(st.get("safe_block", -1)),
+                finalized_block=int(st.get("finalized_block", -1)),
+                events_indexed=int(st.get("events_indexed", 0)),
+                malformed_logs=int(st.get("malformed_logs", 0)),
+                unknown_logs=int(st.get("unknown_logs", 0)),
+                reorgs=int(st.get("reorgs", 0)),
+                explorer_url=c.explorer_url,
+                explorer_kind=str(c.explorer_kind),
+                dashboard_url=c.dashboard_url,
+            )
+        )
+    return ChainsOut(chains=out)
+
+
+def _session_out(r: dict[str, Any], links: Links) -> dict[str, Any]:
+    sid = int(r["session_id"])
+    return {
+        "session_id": sid,
+        "sid": r["sid"],
+        "name": r["name"],
+        "owner": r["owner"],
+        "model_identifier": r["model_identifier"],
+        "state": r["state"],
+        "active": r["active"],
+        "redundant": r["redundant"],
+        "min_nodes": r["min_nodes"],
+        "max_nodes": r["max_nodes"],
+        "created_block": r["created_block"],
+        "created_tx": r["created_tx"],
+        "created_tx_url": links.tx(r["created_tx"]) if r["created_tx"] else None,
+        "deactivated_tx": r["deactivated_tx"],
+        "dashboard_url": links.session_dashboard(sid),
+        "url": f"{links.api}/sessions/{sid}",
+    }
+
+
+@router.get("/chains/{chain}/sessions", response_model=SessionPage, summary="Sessions")
+def sessions(
+    state: StateDep,
+    conn: ConnDep,
+    chain: ChainDep,
+    request: Request,
+    owner: Annotated[str | None, Query(pattern=r"^0x[0-9a-fA-F]{40}$")] = None,
+    session_state: Annotated[Literal["active", "deactivated"] | None, Query(alias="state")] = None,
+    model_identifier: Annotated[str | None, Query(pattern=r"^[0-9]{1,78}$")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    next: Next = None,
+) -> SessionPage:
+    links = state.links(chain, request)
+    rows, more = q.list_sessions(
+        conn,
+        int(chain.chain_id or 0),
+        owner=owner.lower() if owner else None,
+        active=None if session_state is None else session_state == "active",
+        model_identifier=model_identifier,
+        after=after_key(next),
+        limit=limit,
+    )
+    items = [SessionOut(**_session_out(r, links)) for r in rows]
+    token = encode_token([items[-1].session_id]) if more and items else None
+    return SessionPage(sessions=items, next=token)
+
+
+@router.get(
+    "/chains/{chain}/sessions/{session_id}",
+    response_model=SessionDetail,
+    summary="One session with its nodes, routers and task counts",
+)
+def session(
+    state: StateDep, conn: ConnDep, chain: ChainDep, request: Request, session_id: SessionId
+) -> SessionDetail:
+    cid = int(chain.chain_id or 0)
+    r = q.get_session(conn, cid, session_id)
+    if r is None:
+        raise not_found("session", chain=chain.name, session_id=session_id)
+    links = state.links(chain, request)
+    return SessionDetail(
+        **_session_out(r, links),
+        dedicated_nodes=r["dedicated_nodes"],
+        ephemeral_nodes=r["ephemeral_nodes"],
+        miners=r["miners"],
+        routers=[
+            RouterOut(
+                address=x["address"], info=x["info"], explorer_url=links.address(x["address"])
+            )
+            for x in r["routers"]
+        ],
+        task_counts=q.task_counts(conn, cid, session_id),
+    )
+
+
+def _summary(r: dict[str, Any], links: Links) -> TaskSummary:
+    return TaskSummary(
+        session_id=r["session_id"],
+        task_id=r["task_id"],
+        global_id=r["global_id"],
+        client_reference=r["client_reference"],
+        status=r["status"],
+        force_ended=r["force_ended"],
+        submitted_at=r.get("submitted_at"),
+        updated_block=r["updated_block"],
+        url=links.task(r["session_id"], r["task_id"]),
+    )
+
+
+@router.get(
+    "/chains/{chain}/sessions/{session_id}/tasks",
+    response_model=TaskPage,
+    summary="Tasks of a session",
+)
+def tasks(
+    state: StateDep,
+    conn: ConnDep,
+    chain: ChainDep,
+    request: Request,
+    session_id: SessionId,
+    status: TaskStatus | None = None,
+    since: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="Submitted at or after (unix seconds)")
+    ] = None,
+    until: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="Submitted at or before (unix seconds)")
+    ] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    next: Next = None,
+) -> TaskPage:
+    links = state.links(chain, request)
+    rows, more = q.list_tasks(
+        conn,
+        int(chain.chain_id or 0),
+        session_id,
+        status=status,
+        since=since,
+        until=until,
+        after=after_key(next),
+        limit=limit,
+    )
+    items = [_summary(r, links) for r in rows]
+    return TaskPage(tasks=items, next=encode_token([items[-1].task_id]) if more and items else None)
+
+
+def _action(
+    m: dict[str, Any], act: str, st: dict[str, Any] | None, links: Links
+) -> ActionOut | None:
+    if not m[f"{act}_tx"]:
+        return None
+    return ActionOut(
+        tx_hash=m[f"{act}_tx"],
+        block_number=m[f"{act}_block"],
+        log_index=m[f"{act}_log_index"],
+        finality=fin(st, m[f"{act}_block"]),
+        explorer_url=links.tx(m[f"{act}_tx"]),
+    )
+
+
+def task_detail(
+    conn: Any, chain: ChainConfig, links: Links, session_id: int, task_id: int
+) -> TaskDetail:
+    from api.payouts_view import payment_out
+
+    cid = int(chain.chain_id or 0)
+    got = q.get_task(conn, cid, session_id, task_id)
+    if got is None:
+        raise not_found("task", chain=chain.name, session_id=session_id, task_id=task_id)
+    t, steps, miners, pays = got
+    st = q.chain_state(conn, cid)
+    steps.sort(key=lambda s: (STEP_ORDER[s["step"]], s["block_number"], s["log_index"]))
+    return TaskDetail(
+        chain=chain.name,
+        session_id=session_id,
+        task_id=task_id,
+        global_id=t["global_id"],
+        client_reference=t["client_reference"],
+        task_data=t["task_data"],
+        status=t["status"],
+        force_ended=t["force_ended"],
+        steps=[
+            StepOut(
+                step=s["step"],
+                event=s["event"],
+                tx_hash=s["tx_hash"],
+                block_number=s["block_number"],
+                block_time=s["block_time"],
+                log_index=s["log_index"],
+                actor=s["actor"],
+                actor_role=STEP_ROLE[s["step"]],
+                finality=fin(st, s["block_number"]),
+                explorer_url=links.tx(s["tx_hash"]),
+            )
+            for s in steps
+        ],
+        miners=[
+            TaskMinerOut(
+                address=m["miner"],
+                explorer_url=links.address(m["miner"]),
+                ack=_action(m, "ack", st, links),
+                precommit=_action(m, "precommit", st, links),
+                commit=_action(m, "commit", st, links),
+            )
+            for m in miners
+        ],
+        payments=[payment_out(p, st, links) for p in pays],
+        dashboard_url=links.task_dashboard(session_id, task_id),
+        verify_url=links.verify(session_id, task_id),
+    )
+
+
+@router.get(
+    "/chains/{chain}/sessions/{session_id}/tasks/{task_id}",
+    response_model=TaskDetail,
+    summary="A task's lifecycle with explorer links",
+)
+def task(
+    state: StateDep,
+    conn: ConnDep,
+    chain: ChainDep,
+    request: Request,
+    session_id: SessionId,
+    task_id: TaskId,
+) -> TaskDetail:
+    return task_detail(conn, chain, state.links(chain, request), session_id, task_id)
+
+
+def _round_out(r: dict[str, Any], links: Links) -> dict[str, Any]:
+    return {
+        "round_id": r["round_id"],
+        "status": r["status"],
+        "creator": r["creator"],
+        "preparer": r["preparer"],
+        "miners": r["miners"],
+        "force_end": r["force_end"],
+        "first_block": r["first_block"],
+        "updated_block": r["updated_block"],
+        "url": f"{links.api}/network-tasks/{r['round_id']}",
+    }
+
+
+@router.get(
+    "/chains/{chain}/network-tasks",
+    response_model=NetworkTaskPage,
+    summary="CognitiveV1 network-task rounds",
+)
+def network_tasks(
+    state: StateDep,
+    conn: ConnDep,
+    chain: ChainDep,
+    request: Request,
+    status: Literal[
+        "requested", "created", "prepared", "started", "precommitted", "committed", "ended"
+    ]
+    | None = None,
+    limit: Limit = DEFAULT_LIMIT,
+    next: Next = None,
+) -> NetworkTaskPage:
+    links = state.links(chain, request)
+    rows, more = q.list_rounds(
+        conn, int(chain.chain_id or 0), status=status, after=after_key(next), limit=limit
+    )
+    items = [NetworkTaskOut(**_round_out(r, links)) for r in rows]
+    return NetworkTaskPage(
+        network_tasks=items, next=encode_token([items[-1].round_id]) if more and items else None
+    )
+
+
+@router.get(
+    "/chains/{chain}/network-tasks/{round_id}",
+    response_model=NetworkTaskDetail,
+    summary="One network-task round with its steps and participants",
+)
+def network_task(
+    state: StateDep,
+    conn: ConnDep,
+    chain: ChainDep,
+    request: Request,
+    round_id: Annotated[int, Path(ge=0, le=MAX_ID)],
+) -> NetworkTaskDetail:
+    cid = int(chain.chain_id or 0)
+    got = q.get_round(conn, cid, round_id)
+    if got is None:
+        raise not_found("network task", chain=chain.name, round_id=round_id)
+    r, steps = got
+    links = state.links(chain, request)
+    st = q.chain_state(conn, cid)
+    outs = [
+        RoundStepOut(
+            step=s["step"],
+            actor=s["actor"] or None,
+            event=s["event"],
+            tx_hash=s["tx_hash"],
+            block_number=s["block_number"],
+            block_time=s["block_time"],
+            log_index=s["log_index"],
+            finality=fin(st, s["block_number"]),
+            explorer_url=links.tx(s["tx_hash"]),
+        )
+        for s in steps
+    ]
+    parts: dict[str, list[RoundStepOut]] = {}
+    for s in outs:
+        if s.actor:
+            parts.setdefault(s.actor, []).append(s)
+    return NetworkTaskDetail(
+        **_round_out(r, links), steps=[s for s in outs if not s.actor], participants=parts
+    )

@@ -1,0 +1,246 @@
+"""Response schemas of the verification API. Routes return these, never table rows."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Finality = Literal["latest", "safe", "finalized"]
+
+
+class Page(BaseModel):
+    next: str | None = Field(None, description="Pass as `next` to get the following page.")
+
+
+class ChainOut(BaseModel):
+    name: str
+    chain_id: int
+    parent_chain_id: int | None
+    head_block: int
+    cursor_block: int
+    lag_blocks: int
+    lag_seconds: float | None
+    safe_block: int
+    finalized_block: int
+    events_indexed: int
+    malformed_logs: int
+    unknown_logs: int
+    reorgs: int
+    explorer_url: str | None
+    explorer_kind: str
+    dashboard_url: str | None
+
+
+class ChainsOut(BaseModel):
+    chains: list[ChainOut]
+
+
+class RouterOut(BaseModel):
+    address: str
+    info: str = Field(description="routerInfo as registered on SessionV2 (the router endpoint)")
+    explorer_url: str
+
+
+class SessionOut(BaseModel):
+    session_id: int
+    sid: str | None
+    name: str | None
+    owner: str | None
+    model_identifier: str | None
+    state: int | None
+    active: bool
+    redundant: int | None
+    min_nodes: int | None
+    max_nodes: int | None
+    created_block: int | None
+    created_tx: str | None
+    created_tx_url: str | None
+    deactivated_tx: str | None
+    dashboard_url: str | None
+    url: str
+
+
+class SessionPage(Page):
+    sessions: list[SessionOut]
+
+
+class SessionDetail(SessionOut):
+    dedicated_nodes: list[str]
+    ephemeral_nodes: list[str]
+    miners: list[str]
+    routers: list[RouterOut]
+    task_counts: dict[str, int]
+
+
+class TaskSummary(BaseModel):
+    session_id: int
+    task_id: int
+    global_id: int | None
+    client_reference: str | None
+    status: str
+    force_ended: bool
+    submitted_at: int | None = Field(None, description="Block time (unix seconds) of submission")
+    updated_block: int
+    url: str
+
+
+class TaskPage(Page):
+    tasks: list[TaskSummary]
+
+
+class StepOut(BaseModel):
+    step: str
+    event: str
+    tx_hash: str
+    block_number: int
+    block_time: int | None
+    log_index: int
+    actor: str | None
+    actor_role: Literal["client", "router", "miner", "oracle", "network"]
+    finality: Finality
+    explorer_url: str
+
+
+class ActionOut(BaseModel):
+    tx_hash: str
+    block_number: int
+    log_index: int
+    finality: Finality
+    explorer_url: str
+
+
+class TaskMinerOut(BaseModel):
+    address: str
+    explorer_url: str
+    ack: ActionOut | None
+    precommit: ActionOut | None
+    commit: ActionOut | None
+
+
+class PaymentOut(BaseModel):
+    kind: Literal["deposit", "network", "allocation", "withdrawal"]
+    tx_hash: str
+    log_index: int
+    session_id: int | None
+    task_id: int | None
+    node: str | None
+    counterparty: str | None
+    amount: str = Field(description="Token base units (wei of COR), as a decimal string")
+    block_number: int
+    block_time: int | None
+    finality: Finality
+    explorer_url: str
+
+
+class TaskDetail(BaseModel):
+    chain: str
+    session_id: int
+    task_id: int
+    global_id: int | None
+    client_reference: str | None
+    task_data: str | None
+    status: str
+    force_ended: bool
+    steps: list[StepOut]
+    miners: list[TaskMinerOut]
+    payments: list[PaymentOut]
+    dashboard_url: str | None
+    verify_url: str
+
+
+class RoundStepOut(BaseModel):
+    step: str
+    actor: str | None
+    event: str
+    tx_hash: str
+    block_number: int
+    block_time: int | None
+    log_index: int
+    finality: Finality
+    explorer_url: str
+
+
+class NetworkTaskOut(BaseModel):
+    round_id: int
+    status: str
+    creator: str | None
+    preparer: str | None
+    miners: list[str]
+    force_end: bool
+    first_block: int
+    updated_block: int
+    url: str
+
+
+class NetworkTaskPage(Page):
+    network_tasks: list[NetworkTaskOut]
+
+
+class NetworkTaskDetail(NetworkTaskOut):
+    steps: list[RoundStepOut]
+    participants: dict[str, list[RoundStepOut]]
+
+
+class Participation(BaseModel):
+    assigned: int
+    acks: int
+    precommits: int
+    commits: int
+    misses: int = Field(description="Ended tasks this node was assigned to but never committed")
+
+
+class Earnings(BaseModel):
+    allocated: str
+    withdrawn: str
+    pending: str
+
+
+class NodeOut(BaseModel):
+    address: str
+    node_id: str | None
+    pool_state: str | None
+    in_pool: bool | None
+    kind: str | None
+    last_execution: int | None
+    sessions: list[int]
+    participation: Participation
+    earnings: Earnings
+    explorer_url: str
+
+
+class LoggedEvent(BaseModel):
+    log_index: int
+    contract: str
+    event: str
+    address: str
+    args: dict[str, object]
+
+
+class ReceiptOut(BaseModel):
+    status: int | None
+    sender: str | None
+    to: str | None
+    gas_used: int | None
+    logs: int
+
+
+class TxOut(BaseModel):
+    chain: str
+    tx_hash: str
+    block_number: int | None
+    block_hash: str | None
+    finality: Finality | None
+    events: list[LoggedEvent]
+    receipt: ReceiptOut | None
+    receipt_error: str | None
+    explorer_url: str
+
+
+class RequestOut(BaseModel):
+    request_id: str
+    gateway: dict[str, object] | None = Field(
+        None, description="The gateway's record of the request, when the gateway served it"
+    )
+    chain: str | None
+    task: TaskSummary | None

@@ -1,0 +1,76 @@
+"""What the API's routes depend on, built once per app and injected (``Annotated`` aliases)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import Depends, Path, Request
+
+from api.errors import not_found
+from api.links import Links
+from indexer.config import ChainConfig, Settings
+from indexer.rpc import RpcClient
+
+# Latency samples kept per route for the p50/p99 in /metrics.
+LATENCY_WINDOW = 2048
+
+
+@dataclass
+class Metrics:
+    """Counters the API keeps for /metrics (the indexer's live in the database and RPC stats)."""
+
+    latency: dict[str, list[float]] = field(default_factory=dict)  # route -> recent seconds
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def observe(self, route: str, seconds: float) -> None:
+        samples = self.latency.setdefault(route, [])
+        samples.append(seconds)
+        if len(samples) > LATENCY_WINDOW:
+            del samples[: len(samples) - LATENCY_WINDOW]
+        self.counts[route] = self.counts.get(route, 0) + 1
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: sa.Engine
+    chains: dict[str, ChainConfig]
+    rpcs: dict[str, RpcClient]
+    public_url: str | None
+    metrics: Metrics = field(default_factory=Metrics)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def links(self, chain: ChainConfig, request: Request) -> Links:
+        return Links(chain, self.public_url or str(request.base_url))
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.corlens
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_conn(state: StateDep) -> Iterator[sa.Connection]:
+    with state.engine.connect() as conn:
+        yield conn
+
+
+ConnDep = Annotated[sa.Connection, Depends(get_conn)]
+
+
+def get_chain(
+    state: StateDep,
+    chain: Annotated[str, Path(description="A configured chain name", max_length=64)],
+) -> ChainConfig:
+    c = state.chains.get(chain)
+    if c is None:
+        raise not_found("chain", chain=chain, configured=sorted(state.chains))
+    return c
+
+
+ChainDep = Annotated[ChainConfig, Depends(get_chain)]
