@@ -79,6 +79,8 @@ class CapacitySnapshot:
     sessions: list[SessionState] = field(default_factory=list)
     # waits, rejections, renewals, expiries, redis_errors
     counters: dict[str, int] = field(default_factory=dict)
+    # model -> requests inside their wait window, not yet queued (this replica's in Redis mode)
+    waiting: dict[str, int] = field(default_factory=dict)
 
 
 class CapacityTracker(Protocol):
@@ -107,3 +109,11 @@ class CapacityTracker(Protocol):
     async def snapshot(self) -> CapacitySnapshot: ...
 
     async def aclose(self) -> None: ...
+
+
+class PoolTracker(CapacityTracker, Protocol):
+    """A tracker whose pools can change at run time (what ``make_tracker`` returns)."""
+
+    def update_pools(self, pools: dict[str, list[SessionSlot]]) -> None:
+        """Replace every model's pool; leases already granted stay valid until released."""
+        ...

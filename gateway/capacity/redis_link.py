@@ -1,0 +1,137 @@
+"""The Redis edge of capacity tracking: one client, bounded calls, a breaker, a subscription.
+
+Every call is bounded by the socket timeouts and an outer guard, so no caller waits on Redis
+longer than :attr:`RedisLink.bound`; a connection error, a timeout or an open breaker all
+surface as :class:`~gateway.capacity.admission.BackendDown`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.capacity.admission import BackendDown
+from gateway.capacity.breaker import CircuitBreaker
+
+log = logging.getLogger(__name__)
+
+# What counts as "Redis is unreachable" (a script error is a bug and propagates instead).
+LINK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+GUARD_SLACK = 0.05  # seconds above connect + read timeouts before the outer guard cancels a call
+RESUBSCRIBE_DELAY = 0.5  # seconds between attempts to re-subscribe while Redis is away
+LISTEN_POLL = 5.0  # seconds a subscription read may idle before it loops (no traffic is sent)
+
+
+async def cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background task and wait until it has stopped."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class RedisLink:
+    """A Redis client with short timeouts and no retries (the breaker decides, not redis-py)."""
+
+    def __init__(self, url: str, *, timeout: float, breaker: CircuitBreaker, channel: str,
+                 counters: Counter[str], on_message: Callable[[str], None],
+                 on_down: Callable[[], None]) -> None:
+        self.client: Redis = Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0), decode_responses=True, health_check_interval=0)
+        self.timeout = timeout
+        self.bound = 2 * timeout + GUARD_SLACK  # connect, then one read
+        self.breaker = breaker
+        self.channel = channel
+        self.reachable: bool | None = None
+        self.ping_ms: float | None = None
+        self._counters = counters
+        self._on_message = on_message
+        self._on_down = on_down
+        self._scripts: dict[str, Any] = {}
+        self._listener: asyncio.Task[None] | None = None
+
+    async def run(self, source: str, keys: Sequence[str], args: Sequence[str | int | float],
+                  *, probe: bool = False) -> Any:
+        """Run a Lua script (EVALSHA, loading it again after a Redis restart)."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        return await self.call(lambda: script(keys=list(keys), args=list(args)), probe=probe)
+
+    async def call(self, make: Callable[[], Any], *, probe: bool = False) -> Any:
+        """Await ``make()`` against Redis within :attr:`bound`; BackendDown when it cannot."""
+        if not probe and not self.breaker.allows():
+            raise BackendDown("Redis circuit is open")
+        try:
+            async with asyncio.timeout(self.bound):
+                result = await make()
+        except LINK_ERRORS as e:
+            self.failed(e)
+            raise BackendDown(f"Redis unreachable: {type(e).__name__}") from e
+        self.reachable = True
+        self.breaker.success()
+        return result
+
+    def failed(self, error: BaseException) -> None:
+        self._counters["redis_errors"] += 1
+        self.reachable = False
+        if self.breaker.failure():
+            log.warning("Redis circuit opened after %s: %s", type(error).__name__, error)
+            self._on_down()
+
+    async def ping(self, *, probe: bool = False) -> bool:
+        """Measure a round trip (the breaker's half-open probe when ``probe``)."""
+        start = time.perf_counter()
+        try:
+            await self.call(self.client.ping, probe=probe)
+        except BackendDown:
+            return False
+        self.ping_ms = (time.perf_counter() - start) * 1000.0
+        return True
+
+    def start(self) -> None:
+        """Subscribe to wake-ups (idempotent; needs a running loop)."""
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+
+    async def restart_listener(self) -> None:
+        """Subscribe afresh (after an outage a half-dead connection may never error)."""
+        await self._stop_listener()
+        self.start()
+
+    async def _stop_listener(self) -> None:
+        task, self._listener = self._listener, None
+        await cancel(task)
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                self._on_message("*")  # anything published while unsubscribed is lost
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                   timeout=LISTEN_POLL)
+                    if msg is not None:
+                        self._on_message(str(msg["data"]))
+            except LINK_ERRORS:
+                await asyncio.sleep(RESUBSCRIBE_DELAY)
+            finally:
+                with contextlib.suppress(*LINK_ERRORS):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def aclose(self) -> None:
+        await self._stop_listener()
+        await self.client.aclose()
