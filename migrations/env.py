@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
+import gateway.models  # noqa: F401  (registers the gateway's tables)
 import indexer.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from indexer.db import is_sqlite, make_engine
 

@@ -1,0 +1,76 @@
+"""Streaming responses whose cleanup no client disconnect can skip.
+
+:class:`LeasedStream` sends the body while listening for the client's disconnect; whichever ends
+first, ``on_close(disconnected)`` runs afterwards under a shielded cancel scope: it closes the
+router's response and releases the lease. The relay generators turn the router's SSE events
+into the client's (passed through for completions, reshaped into chat chunks for chat).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+DONE = b"data: [DONE]\n\n"
+
+
+class LeasedStream(StreamingResponse):
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        on_close: Callable[[bool], Awaitable[None]],
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        del scope  # HTTP only
+        disconnected = False
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def stream() -> None:
+                    nonlocal disconnected
+                    try:
+                        await self.stream_response(send)
+                    except OSError:
+                        disconnected = True
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(stream)
+                await self.listen_for_disconnect(receive)
+                disconnected = True
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._on_close(disconnected)
+
+
+def chat_chunk(data: dict[str, Any], *, chunk_id: str, model: str, first: bool
+               ) -> dict[str, Any]:
+    """One router text-completion chunk as an OpenAI chat.completion.chunk."""
+    choices = []
+    for c in data.get("choices") or [{}]:
+        delta: dict[str, Any] = {"content": c.get("text", "")}
+        if first:
+            delta["role"] = "assistant"
+        choices.append({"index": c.get("index", 0), "delta": delta,
+                        "finish_reason": c.get("finish_reason")})
+    out: dict[str, Any] = {
+        "id": chunk_id, "object": "chat.completion.chunk",
+        "created": data.get("created", int(time.time())), "model": model, "choices": choices,
+    }
+    if data.get("usage"):
+        out["usage"] = data["usage"]
+    return out
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
