@@ -199,34 +199,39 @@ def demo(
     seed: Annotated[int, typer.Option(help="Scenario seed (same seed, same history).")] = 1,
     sessions: Annotated[int, typer.Option(min=1, max=50)] = 2,
     tasks: Annotated[int, typer.Option("--tasks", min=1, max=500, help="Tasks per session.")] = 4,
-    follow_head: Annotated[
-        bool, typer.Option("--follow", help="Keep the devnet running and follow it until Ctrl-C.")
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    no_serve: Annotated[
+        bool, typer.Option("--no-serve", help="Index, print the summary and exit.")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run corlens on its embedded default: a local Cortensor devnet on anvil, indexed into
-    SQLite, with progress and a summary."""
+    SQLite with progress and a summary, then the API serving it while the indexer follows."""
     from api.demo import run_demo
 
+    def show(summary: Any) -> None:
+        if as_json:
+            out.print_json(json.dumps(asdict(summary)))
+        else:
+            print_summary(summary)
+
     try:
-        summary = run_demo(
+        run_demo(
             workdir,
             seed=seed,
             sessions=sessions,
             tasks=tasks,
-            follow_head=follow_head,
+            serve_at=None if no_serve else (host, port),
             quiet=as_json,
             printer=ProgressPrinter(quiet=as_json),
             say=lambda m: err.print(escape(m), highlight=False),
+            on_indexed=show,
         )
     except ConfigError as e:
         raise fail(2, f"config {e}") from None
     except (IndexerError, RuntimeError) as e:
         raise fail(1, str(e)) from None
-    if as_json:
-        out.print_json(json.dumps(asdict(summary)))
-    else:
-        print_summary(summary)
 
 
 def _register_commands() -> None:

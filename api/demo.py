@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import yaml
 
 from devnet.anvil import Anvil
 from indexer.config import load_settings
-from indexer.runner import Summary, follow, index_once, open_store, summarize
+from indexer.runner import Summary, index_once, open_store, summarize
 from indexer.sync import Progress
 
 
@@ -51,11 +50,14 @@ def run_demo(
     seed: int,
     sessions: int,
     tasks: int,
-    follow_head: bool,
+    serve_at: tuple[str, int] | None,
     quiet: bool,
     printer: Callable[[Progress], None],
     say: Callable[[str], None],
+    on_indexed: Callable[[Summary], None],
 ) -> Summary:
+    """Devnet, scenario, index; then (``serve_at``) the API with the indexer following the
+    devnet in-process, until Ctrl-C."""
     from devnet.deploy import deploy_all
     from devnet.scenario import run_scenario
 
@@ -73,7 +75,7 @@ def run_demo(
                 f"devnet: driving scenario seed={seed}: {sessions} sessions x {tasks} tasks, "
                 "network rounds, payments, failure paths"
             )
-        run_scenario(node.url, dep, seed=seed, sessions=sessions, tasks_per_session=tasks)
+        ledger = run_scenario(node.url, dep, seed=seed, sessions=sessions, tasks_per_session=tasks)
         cfg = devnet_config(node.url, dep.addresses, db_path, dep.start_block)
         cfg_path = workdir / "demo.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -84,17 +86,25 @@ def run_demo(
             if not quiet:
                 say(f"indexing into {db_path} (config written to {cfg_path})")
             asyncio.run(index_once(settings, chain, store, printer, say))
-            if follow_head:
-                say("following the devnet head; Ctrl-C to stop")
-
-                async def run() -> None:
-                    stop = asyncio.Event()
-                    loop = asyncio.get_running_loop()
-                    for sig in (signal.SIGINT, signal.SIGTERM):
-                        loop.add_signal_handler(sig, stop.set)
-                    await follow(settings, chain, store, printer, say, stop)
-
-                asyncio.run(run())
-            return summarize(store, chain)
+            summary = summarize(store, chain)
         finally:
             store.engine.dispose()
+        on_indexed(summary)
+        if serve_at is not None:
+            import uvicorn
+
+            from api.compose import build_app
+
+            host, port = serve_at
+            base = f"http://{host}:{port}"
+            sid, tid = next(iter(sorted(ledger.tasks)))
+            say(f"serving the API on {base} (docs: {base}/docs); the indexer follows the devnet")
+            say(f"  a task's lifecycle: {base}/api/v1/chains/local/sessions/{sid}/tasks/{tid}")
+            say(
+                f"  its verification:  {base}/api/v1/chains/local/sessions/{sid}/tasks/{tid}/verify"
+            )
+            say("Ctrl-C to stop")
+            uvicorn.run(
+                build_app(settings, run_indexer=True), host=host, port=port, log_level="warning"
+            )
+        return summary

@@ -186,7 +186,7 @@ def test_cli_errors_name_what_to_fix(anvil: Anvil, tmp_path: Path, pg_url: str) 
 
 
 def test_demo_runs_and_summarises(tmp_path: Path) -> None:
-    r = run_cli("demo", "--workdir", str(tmp_path / "demo"), "--json", timeout=300)
+    r = run_cli("demo", "--workdir", str(tmp_path / "demo"), "--json", "--no-serve", timeout=300)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["tasks"] == 8 and summary["sessions"] == 2
