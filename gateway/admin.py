@@ -1,0 +1,171 @@
+"""Admin routes under /admin, behind ``Authorization: Bearer <admin token>`` (constant-time
+compare): capacity, sessions, recent requests, API keys, drain / undrain."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.errors import ApiError
+from gateway.forward import error_response
+from gateway.keys import bearer
+from gateway.stats import recent_requests, session_figures
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+Handler = Callable[[Request], Awaitable[dict[str, Any]]]
+
+
+def check_admin(gw: Gateway, header: str | None) -> None:
+    token = bearer(header)
+    if token is None:
+        raise ApiError(401, "missing_admin_token", "send Authorization: Bearer <admin token>")
+    expected = gw.admin_token
+    if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise ApiError(403, "invalid_admin_token", "the admin token is not valid"
+                       if expected else "admin routes are disabled: set admin_token")
+
+
+def _int(value: str | None, name: str, default: int | None = None) -> int | None:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ApiError(422, "invalid_query", f"{name}: must be an integer", {"field": name}
+                       ) from None
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ApiError(422, "invalid_body", "body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_body", "body must be a JSON object", {"field": "body"})
+    return data
+
+
+def admin_router(gw: Gateway) -> APIRouter:
+    router = APIRouter(prefix="/admin", tags=["gateway admin"])
+
+    def route(method: str, path: str, summary: str) -> Callable[[Handler], Handler]:
+        def wrap(fn: Handler) -> Handler:
+            async def endpoint(request: Request) -> Response:
+                try:
+                    check_admin(gw, request.headers.get("authorization"))
+                    return JSONResponse(await fn(request))
+                except ApiError as e:
+                    return error_response(e)
+
+            endpoint.__name__ = fn.__name__
+            router.add_api_route(path, endpoint, methods=[method], summary=summary)
+            return fn
+
+        return wrap
+
+    @route("GET", "/capacity", "Capacity mode, Redis state and every tracked session")
+    async def capacity(_: Request) -> dict[str, Any]:
+        return {"replica_id": gw.replica_id, **asdict(await gw.tracker.snapshot())}
+
+    @route("GET", "/sessions", "Per session: live occupancy and the last 15 minutes")
+    async def sessions(_: Request) -> dict[str, Any]:
+        snap = await gw.tracker.snapshot()
+        figs = await asyncio.to_thread(session_figures, gw.store.engine)
+        out = []
+        for s in snap.sessions:
+            f = figs.get(s.key)
+            slot = next((x for p in gw.pools.values() for x in p.slots if x.key == s.key), None)
+            out.append({
+                "key": s.key, "model": s.model, "label": s.label,
+                "router_url": slot.router_url if slot else None,
+                "session_id": slot.session_id if slot else None,
+                "chain": slot.chain if slot else None,
+                "inflight": s.inflight, "limit": s.limit, "drained": s.drained,
+                "cooldown_until": s.cooldown_until,
+                "consecutive_failures": s.consecutive_failures,
+                **(f.public() if f else {"requests_1m": 0, "requests_15m": 0}),
+            })
+        return {"replica_id": gw.replica_id, "mode": snap.mode, "sessions": out}
+
+    @route("GET", "/requests", "Recent requests, newest first (model, status, key_id, session)")
+    async def requests(request: Request) -> dict[str, Any]:
+        qp = request.query_params
+        rows = await asyncio.to_thread(
+            recent_requests, gw.store.engine, model=qp.get("model"), status=qp.get("status"),
+            key_id=_int(qp.get("key_id"), "key_id"), session=qp.get("session"),
+            limit=_int(qp.get("limit"), "limit", 100) or 100,
+        )
+        return {"requests": rows}
+
+    @route("GET", "/keys", "API keys (never the key itself)")
+    async def list_keys(_: Request) -> dict[str, Any]:
+        keys = await asyncio.to_thread(gw.store.list_keys)
+        return {"keys": [k.public() for k in keys]}
+
+    @route("POST", "/keys", "Create an API key: the answer holds it, once")
+    async def create_key(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ApiError(422, "invalid_body", "name: a non-empty string is required",
+                           {"field": "name"})
+        rpm = body.get("rpm_limit")
+        if rpm is not None and (not isinstance(rpm, int) or rpm < 1):
+            raise ApiError(422, "invalid_body", "rpm_limit: a positive integer or null",
+                           {"field": "rpm_limit"})
+        info, key = await asyncio.to_thread(gw.store.create_key, name.strip(), rpm)
+        return {**info.public(), "key": key}
+
+    async def set_enabled(request: Request, enabled: bool) -> dict[str, Any]:
+        key_id = _int(request.path_params["key_id"], "key_id")
+        assert key_id is not None
+        info = await asyncio.to_thread(gw.store.set_key_enabled, key_id, enabled)
+        if info is None:
+            raise ApiError(404, "key_not_found", f"no API key {key_id}", {"key_id": key_id})
+        gw.auth.forget(key_id)
+        return info.public()
+
+    @route("POST", "/keys/{key_id}/disable", "Disable an API key")
+    async def disable_key(request: Request) -> dict[str, Any]:
+        return await set_enabled(request, False)
+
+    @route("POST", "/keys/{key_id}/enable", "Enable an API key")
+    async def enable_key(request: Request) -> dict[str, Any]:
+        return await set_enabled(request, True)
+
+    async def drain(request: Request, drained: bool) -> dict[str, Any]:
+        body = await _json(request)
+        wanted = body.get("session") or request.query_params.get("session")
+        if not isinstance(wanted, str) or not wanted:
+            raise ApiError(422, "invalid_body", "session: a session key or label is required",
+                           {"field": "session"})
+        keys = [s.key for p in gw.pools.values() for s in p.slots
+                if wanted in (s.key, s.label)]
+        if not keys:
+            raise ApiError(404, "session_not_found", f"no session {wanted!r}",
+                           {"session": wanted})
+        for key in keys:
+            await gw.tracker.set_drained(key, drained)
+        return {"sessions": keys, "drained": drained}
+
+    @route("POST", "/sessions/drain", "Stop sending new requests to a session (key or label)")
+    async def drain_session(request: Request) -> dict[str, Any]:
+        return await drain(request, True)
+
+    @route("POST", "/sessions/undrain", "Send requests to a drained session again")
+    async def undrain_session(request: Request) -> dict[str, Any]:
+        return await drain(request, False)
+
+    return router

@@ -1,0 +1,169 @@
+"""The gateway's client and admin API, served by a real uvicorn in this process against real
+simulated routers, over both capacity backends (memory and the shared Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from devnet.routers import Behaviour, RouterServer
+from tests.gateway_helpers import (
+    ADMIN_H,
+    add_key,
+    anyio_backend_fixture,  # noqa: F401
+    backend_fixture,  # noqa: F401
+    bearer,
+    gateway_section,
+    migrated_sqlite,
+    serve_gateway,
+    sessions_of,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def router() -> Iterator[RouterServer]:
+    with RouterServer([1, 2], token="router-secret",
+                      behaviour=Behaviour(latency=0.02, tokens=5)) as r:
+        yield r
+
+
+async def inflight(base: str) -> int:
+    async with httpx.AsyncClient() as c:
+        snap = (await c.get(base + "/admin/capacity", headers=ADMIN_H)).json()
+    return sum(s["inflight"] for s in snap["sessions"])
+
+
+async def wait_for(pred: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await pred():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_completions_chat_and_stream(router: RouterServer, backend: str | None,
+                                           tmp_path: Path) -> None:
+    db = migrated_sqlite(tmp_path)
+    _, key = add_key(db)
+    section = gateway_section({"m": sessions_of(router, [1, 2], 2, "router-secret")})
+    async with serve_gateway(section, db_url=db, redis_url=backend,
+                             verify_base_url="https://corlens.test") as s, \
+            httpx.AsyncClient(base_url=s.url, headers=bearer(key)) as c:
+        r = await c.post("/v1/completions", json={"model": "m", "prompt": "hello there"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        rid = r.headers["x-request-id"]
+        cx = body["cortensor"]
+        assert cx["request_id"] == rid and cx["chain"] == "local" and cx["task_id"] >= 1
+        assert cx["verification_url"] == (f"https://corlens.test/api/v1/chains/local/sessions/"
+                                          f"{cx['session_id']}/tasks/{cx['task_id']}")
+        assert body["choices"][0]["text"] == "tok0 tok1 tok2 tok3 tok4 "
+        assert body["model"] == "m" and body["usage"]["completion_tokens"] == 5
+        assert rid in router.app.stats[cx["session_id"]].references  # client_reference
+
+        r = await c.post("/v1/chat/completions", json={
+            "model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200
+        assert r.json()["choices"][0]["message"] == {"role": "assistant",
+                                                     "content": "tok0 tok1 tok2 tok3 tok4 "}
+
+        async with c.stream("POST", "/v1/chat/completions", json={
+                "model": "m", "stream": True,
+                "messages": [{"role": "user", "content": "hi"}]}) as resp:
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            text = (await resp.aread()).decode()
+        events = [e for e in text.split("\n\n") if e]
+        assert events[-1] == "data: [DONE]" and len(events) == 6
+        assert '"delta":{"content":"tok0 ","role":"assistant"}' in events[0]
+
+        async with c.stream("POST", "/v1/completions", json={
+                "model": "m", "stream": True, "prompt": "x"}) as resp:
+            text = (await resp.aread()).decode()
+        assert text.endswith("data: [DONE]\n\n") and '"text": "tok4 "' in text
+
+        models = (await c.get("/v1/models")).json()
+        assert [m["id"] for m in models["data"]] == ["m"]
+
+        await wait_for(lambda: recorded(s.url, 4))
+        rows = (await c.get("/admin/requests", headers=ADMIN_H,
+                            params={"model": "m"})).json()["requests"]
+        assert {r["status"] for r in rows} == {"ok"}
+        assert rid in {r["request_id"] for r in rows}
+        streamed = [r for r in rows if r["stream"]]
+        assert all(r["ttfb_ms"] is not None and r["completion_tokens"] == 5 for r in streamed)
+        sessions = (await c.get("/admin/sessions", headers=ADMIN_H)).json()["sessions"]
+        assert sum(x["requests_15m"] for x in sessions) == 4
+        assert all(x["replica_share"] == {"r1": 1.0} for x in sessions if x["requests_15m"])
+        assert await inflight(s.url) == 0
+        metrics = (await c.get("/metrics")).text
+        assert 'corlens_gateway_requests_total{model="m"' in metrics
+        assert "corlens_gateway_session_inflight" in metrics
+
+
+async def recorded(base: str, n: int) -> bool:
+    async with httpx.AsyncClient() as c:
+        rows = (await c.get(base + "/admin/requests", headers=ADMIN_H)).json()["requests"]
+    return len(rows) >= n
+
+
+async def test_client_errors(router: RouterServer, tmp_path: Path) -> None:
+    db = migrated_sqlite(tmp_path)
+    key_id, key = add_key(db)
+    _, limited = add_key(db, rpm=2)
+    section = gateway_section({"m": sessions_of(router, [1], 2, "router-secret")})
+    ok = {"model": "m", "prompt": "x"}
+    async with serve_gateway(section, db_url=db, redis_url=None) as s, \
+            httpx.AsyncClient(base_url=s.url) as c:
+        r = await c.post("/v1/completions", json=ok)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+        r = await c.post("/v1/completions", json=ok, headers=bearer("clk_nope"))
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        h = bearer(key)
+        r = await c.post("/v1/completions", json={"model": "m", "prompt": "x",
+                                                  "max_tokens": "lots"}, headers=h)
+        assert r.status_code == 422 and r.json()["error"]["details"]["errors"][0]["field"] == (
+            "max_tokens")
+        assert r.json()["error"]["message"].startswith("max_tokens:")
+        r = await c.post("/v1/chat/completions", json={"model": "m", "messages": []}, headers=h)
+        assert r.status_code == 422 and r.json()["error"]["message"].startswith("messages:")
+        r = await c.post("/v1/completions", content=b"{not json", headers=h)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_body"
+        r = await c.post("/v1/completions", json={"model": "nope", "prompt": "x"}, headers=h)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+        assert set(r.json()["error"]) == {"code", "message", "details"}
+
+        assert (await c.get("/admin/capacity")).status_code == 401
+        r = await c.get("/admin/capacity", headers=bearer("wrong"))
+        assert r.status_code == 403 and r.json()["error"]["code"] == "invalid_admin_token"
+
+        # rate limit: the third request within a minute is refused with Retry-After
+        hl = bearer(limited)
+        assert [(await c.post("/v1/completions", json=ok, headers=hl)).status_code
+                for _ in range(2)] == [200, 200]
+        r = await c.post("/v1/completions", json=ok, headers=hl)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert r.json()["error"]["code"] == "rate_limited"
+
+        # a key disabled through the admin route is refused at once
+        assert (await c.post("/v1/completions", json=ok, headers=h)).status_code == 200
+        r = await c.post(f"/admin/keys/{key_id}/disable", headers=ADMIN_H)
+        assert r.status_code == 200 and r.json()["enabled"] is False
+        r = await c.post("/v1/completions", json=ok, headers=h)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "disabled_api_key"
+        await c.post(f"/admin/keys/{key_id}/enable", headers=ADMIN_H)
+        assert (await c.post("/v1/completions", json=ok, headers=h)).status_code == 200
+
+        created = (await c.post("/admin/keys", json={"name": "ops", "rpm_limit": 5},
+                                headers=ADMIN_H)).json()
+        assert created["key"].startswith("clk_") and created["rpm_limit"] == 5
+        listed = (await c.get("/admin/keys", headers=ADMIN_H)).json()["keys"]
+        assert all("key" not in k and "key_hash" not in k for k in listed)
+        r = await c.post("/admin/keys", json={"name": ""}, headers=ADMIN_H)
+        assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "name"
