@@ -235,8 +235,12 @@ def demo(
 
 
 def _register_commands() -> None:
+    from api.cli_audit import register as register_audit
+    from api.cli_verify import register as register_verify
     from gateway.cli import register as register_gateway
 
+    register_verify(app)
+    register_audit(app)
     register_gateway(app)
 
 

@@ -15,20 +15,10 @@ from indexer.errors import ConfigError
 
 def extra_routers() -> list[Any]:
     """The API's routers beyond the core ones (verification and payouts)."""
-    routers: list[Any] = []
-    try:
-        from api.routes_verify import router as verify_router
+    from api.routes_payouts import router as payouts_router
+    from api.routes_verify import router as verify_router
 
-        routers.append(verify_router)
-    except ImportError:  # pragma: no cover - during development only
-        pass
-    try:
-        from api.routes_payouts import router as payouts_router
-
-        routers.append(payouts_router)
-    except ImportError:  # pragma: no cover - during development only
-        pass
-    return routers
+    return [verify_router, payouts_router]
 
 
 def build_gateway(settings: Settings) -> Any:

@@ -133,6 +133,14 @@ class ChainConfig(BaseModel):
         return c.start_block if c and c.start_block is not None else self.start_block
 
 
+class AuditConfig(BaseModel):
+    """The payout audit's knobs."""
+
+    model_config = ConfigDict(extra="forbid")
+    # An ended task with committers but no allocation is a finding this many blocks later.
+    unpaid_after_blocks: int = Field(default=50, ge=0)
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_settings`."""
 
@@ -144,6 +152,7 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     chains: list[ChainConfig] = Field(default_factory=list)
     gateway: dict[str, Any] = Field(default_factory=dict)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     public_url: str | None = None  # corlens's own base URL for links (default: the request's)
     ready_max_lag_blocks: int = Field(default=50, ge=0)  # /ready fails above this lag
     config_path: str | None = None
