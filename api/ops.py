@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -80,7 +81,15 @@ def _esc(v: str) -> str:
 
 
 @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
-def metrics(state: StateDep) -> str:
+async def metrics(state: StateDep) -> str:
+    text = await asyncio.to_thread(_indexer_metrics, state)
+    gw = state.extra.get("gateway")
+    if gw is not None:  # the mounted gateway's own series (requests, capacity, Redis)
+        text += await gw.metrics_text()
+    return text
+
+
+def _indexer_metrics(state: Any) -> str:
     lines = [
         "# HELP corlens_indexer_lag_blocks Blocks between the chain head and the cursor.",
         "# TYPE corlens_indexer_lag_blocks gauge",
@@ -134,7 +143,4 @@ def metrics(state: StateDep) -> str:
             f'corlens_api_request_seconds_count{{route="{_esc(route)}"}} '
             f"{state.metrics.counts.get(route, 0)}"
         )
-    extra = state.extra.get("metrics_hooks", [])
-    for hook in extra:
-        lines += hook()
     return "\n".join(lines) + "\n"
