@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -31,14 +31,22 @@ LINK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 GUARD_SLACK = 0.05  # seconds above connect + read timeouts before the outer guard cancels a call
 RESUBSCRIBE_DELAY = 0.5  # seconds between attempts to re-subscribe while Redis is away
 LISTEN_POLL = 5.0  # seconds a subscription read may idle before it loops (no traffic is sent)
+CANCEL_RETRY = 0.1  # seconds to wait for a cancelled task before cancelling it again
+MAX_CONNECTIONS = 32  # a script takes well under a millisecond: 32 connections carry thousands
+# of decisions a second, and a burst of requests queues for them instead of opening a
+# connection each (a connect storm that times out is not a Redis outage)
 
 
 async def cancel(task: asyncio.Task[None] | None) -> None:
-    """Cancel a background task and wait until it has stopped."""
-    if task is not None:
+    """Cancel a background task and wait until it has stopped, cancelling again if a library
+    swallowed the cancellation (Python 3.11's ``asyncio.timeout`` can, racing its deadline)."""
+    if task is None:
+        return
+    while not task.done():
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait({task}, timeout=CANCEL_RETRY)
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("background task ended with %r", task.exception())
 
 
 class RedisLink:
@@ -47,9 +55,11 @@ class RedisLink:
     def __init__(self, url: str, *, timeout: float, breaker: CircuitBreaker, channel: str,
                  counters: Counter[str], on_message: Callable[[str], None],
                  on_down: Callable[[], None]) -> None:
-        self.client: Redis = Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0), decode_responses=True, health_check_interval=0)
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=None, socket_timeout=timeout,
+            socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), decode_responses=True,
+            health_check_interval=0)
+        self.client: Redis = Redis.from_pool(pool)
         self.timeout = timeout
         self.bound = 2 * timeout + GUARD_SLACK  # connect, then one read
         self.breaker = breaker
