@@ -353,8 +353,8 @@ def test_pool_update_admits_a_waiter(build: Build) -> None:
 
 
 def test_snapshot_lists_sessions_and_settings(build: Build) -> None:
-    tracker = build({"a": slots(2, limit=2, model="a"), "b": slots(1, limit=1, model="b", prefix="t")},
-                    lease_ttl=7.0, wait_timeout=1.5, queue_max_depth=4)
+    pools = {"a": slots(2, limit=2, model="a"), "b": slots(1, limit=1, model="b", prefix="t")}
+    tracker = build(pools, lease_ttl=7.0, wait_timeout=1.5, queue_max_depth=4)
 
     async def scenario(t: PoolTracker) -> None:
         await t.acquire("a")
