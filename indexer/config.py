@@ -93,6 +93,9 @@ class ChainConfig(BaseModel):
     max_block_range: int = Field(default=10_000, ge=1)
     poll_interval: float = Field(default=2.0, gt=0)
     rpc_timeout: float = Field(default=20.0, gt=0)
+    # Read the sender of router/client step transactions (one batched call per range), so every
+    # lifecycle step names its actor; off saves those calls on a bulk backfill.
+    resolve_actors: bool = True
     contracts: dict[str, ContractConfig] = Field(default_factory=dict)
 
     @field_validator("rpc_urls")

@@ -41,6 +41,9 @@ class DecodedEvent:
     # The session a SessionV2 event belongs to when the log itself does not say (RouterAdded,
     # DedicatedNodeAdded, ...): read from the transaction's call data by the sync loop.
     session_hint: int | None = None
+    # The transaction's sender, read for events that mark a lifecycle step without naming who
+    # acted (TaskAssigned, TaskEnded, ...): the router or client behind the step.
+    sender: str | None = None
 
 
 @dataclass(slots=True)

@@ -89,6 +89,7 @@ class Event(SQLModel, table=True):
     session_id: int | None = _big(default=None)
     task_id: int | None = _big(default=None)
     subject: str | None = None  # node address or network-task id, for per-key replay
+    sender: str | None = None  # tx sender, kept for step events that do not name their actor
 
 
 class MalformedLog(SQLModel, table=True):

@@ -89,6 +89,9 @@ PAYMENT_KIND = {
     "NodePaymentWithdrawn": "withdrawal",
 }
 
+# Step events whose log does not say who acted: the sync loop reads the tx sender for these.
+SENDER_STEPS = frozenset(k for k, step in TASK_STEP_OF.items() if step not in ("acked", "paid"))
+
 # SessionV2 events after which the session's on-chain snapshot is re-read.
 SESSION_EVENTS = frozenset(
     {
@@ -272,7 +275,7 @@ class Projector:
                 mrow[f"{action}_log_index"] = ev.log_index
         step = TASK_STEP_OF.get((ev.contract, ev.event))
         if step:
-            self._set_step(sid, tid, step, ev, miner if action else None)
+            self._set_step(sid, tid, step, ev, miner if action else ev.sender)
 
     def _session_fact(self, ev: DecodedEvent) -> None:
         sid = ev.args.get("sessionId", ev.session_hint)

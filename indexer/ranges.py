@@ -83,11 +83,14 @@ class LogRangePlanner:
         target_logs: int = DEFAULT_TARGET_LOGS,
     ) -> None:
         if not 1 <= minimum <= initial <= maximum:
-            raise ConfigError("log_range", f"need 1 <= minimum <= initial <= maximum, got "
-                              f"{minimum}, {initial}, {maximum}")
+            raise ConfigError(
+                "log_range",
+                f"need 1 <= minimum <= initial <= maximum, got {minimum}, {initial}, {maximum}",
+            )
         if grow < 1.0 or target_logs < 1:
-            raise ConfigError("log_range", f"need grow >= 1 and target_logs >= 1, got {grow}, "
-                              f"{target_logs}")
+            raise ConfigError(
+                "log_range", f"need grow >= 1 and target_logs >= 1, got {grow}, {target_logs}"
+            )
         self.minimum = minimum
         self.maximum = maximum
         self.grow = grow

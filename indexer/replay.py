@@ -51,6 +51,7 @@ def row_to_event(r: Any) -> DecodedEvent:
         topics=list(r["topics"]),
         data=r["data"],
         session_hint=r["session_id"],
+        sender=r["sender"],
     )
 
 

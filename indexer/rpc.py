@@ -53,7 +53,11 @@ class _Transient(Exception):
     """One attempt failed in a way that another attempt (maybe at another URL) may not."""
 
     def __init__(
-        self, reason: str, *, retry_after: float | None = None, timeout: bool = False,
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        timeout: bool = False,
         next_url: bool = False,
     ) -> None:
         super().__init__(reason)
@@ -194,8 +198,9 @@ class RpcClient:
         await self.aclose()
 
     async def _call(self, method: str, params: list[Any], max_timeouts: int | None = None) -> Any:
-        body = json.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method,
-                           "params": params}).encode()
+        body = json.dumps(
+            {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
+        ).encode()
 
         async def attempt(url: str) -> Any:
             data = await self._post(url, body, [method])
@@ -216,8 +221,10 @@ class RpcClient:
         async def attempt(url: str) -> list[Any]:
             todo = [i for i in range(len(calls)) if i not in done]
             methods = [calls[i][0] for i in todo]
-            payload = [{"jsonrpc": "2.0", "id": ids[i], "method": calls[i][0],
-                        "params": list(calls[i][1])} for i in todo]
+            payload = [
+                {"jsonrpc": "2.0", "id": ids[i], "method": calls[i][0], "params": list(calls[i][1])}
+                for i in todo
+            ]
             data = await self._post(url, json.dumps(payload).encode(), methods)
             if not isinstance(data, list):  # some providers answer a whole batch with one error
                 self._errors.update(methods)
@@ -231,8 +238,11 @@ class RpcClient:
                     done[i] = item["result"]
                     continue
                 self._errors[calls[i][0]] += 1
-                exc = (self._error(calls[i][0], item["error"], url) if "error" in item
-                       else _Transient("no answer for an item"))
+                exc = (
+                    self._error(calls[i][0], item["error"], url)
+                    if "error" in item
+                    else _Transient("no answer for an item")
+                )
                 if not isinstance(exc, _Transient):
                     raise exc
                 failed.append(exc.reason)
@@ -246,8 +256,9 @@ class RpcClient:
         """POST one request body; the parsed JSON answer, or :class:`_Transient`."""
         self._requests.update(methods)
         try:
-            resp = await self._client.post(url, content=body, headers=_HEADERS,
-                                           timeout=self._timeout)
+            resp = await self._client.post(
+                url, content=body, headers=_HEADERS, timeout=self._timeout
+            )
             if resp.status_code == 429 or resp.status_code >= 500:
                 raise _Transient(f"HTTP {resp.status_code}", retry_after=_retry_after(resp))
             try:

@@ -234,6 +234,7 @@ class Store:
                     "args": e.args,
                     "topics": e.topics,
                     "data": e.data,
+                    "sender": e.sender,
                     "session_id": k.session_id,
                     "task_id": k.task_id,
                     "subject": k.subject,

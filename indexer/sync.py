@@ -7,6 +7,7 @@ at start, the follower repeats it under APScheduler.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from indexer.abi import abi_path, events_of, function_selector, load_abi
 from indexer.config import ChainConfig
 from indexer.decode import DecodedEvent, Registry
 from indexer.errors import ConfigError, ReorgTooDeep, RpcError
-from indexer.project import SESSION_EVENTS
+from indexer.project import SENDER_STEPS, SESSION_EVENTS
 from indexer.ranges import LogRangePlanner, fetch_logs
 from indexer.rpc import RpcClient
 from indexer.sessions import SessionReader
@@ -210,7 +211,12 @@ class ChainIndexer:
         if unfinal or any(e.block_time is None for e in res.events):
             want |= log_blocks
         numbers = sorted(want)
-        headers = {int(h["number"], 16): h for h in await self.rpc.get_blocks(numbers) if h}
+        blocks, senders = await asyncio.gather(
+            self.rpc.get_blocks(numbers), self._senders(res.events)
+        )
+        headers = {int(h["number"], 16): h for h in blocks if h}
+        for e in res.events:
+            e.sender = senders.get(e.tx_hash) if (e.contract, e.event) in SENDER_STEPS else None
         if a not in headers or b not in headers:
             return None
         if parent_hash and headers[a]["parentHash"] != parent_hash:
@@ -254,6 +260,20 @@ class ChainIndexer:
             safe=safe,
             finalized=finalized,
         )
+
+    async def _senders(self, events: list[DecodedEvent]) -> dict[str, str]:
+        """Senders of the transactions behind step events that do not name their actor."""
+        if not self.chain.resolve_actors:
+            return {}
+        hashes = sorted({e.tx_hash for e in events if (e.contract, e.event) in SENDER_STEPS})
+        if not hashes:
+            return {}
+        txs = await self.rpc.batch([("eth_getTransactionByHash", [h]) for h in hashes])
+        return {
+            h: str(tx["from"]).lower()
+            for h, tx in zip(hashes, txs, strict=True)
+            if tx and tx.get("from")
+        }
 
     async def _snapshots(
         self, events: list[DecodedEvent], block: int

@@ -46,6 +46,17 @@ def check_against_ledger(engine: sa.Engine, dep: Deployment, ledger: Ledger) -> 
     steps: dict[tuple[int, int], dict[str, str]] = {}
     for r in rows(engine, "task_step"):
         steps.setdefault((r["session_id"], r["task_id"]), {})[r["step"]] = r["tx_hash"]
+    senders = {tx.tx_hash: tx.sender for tx in ledger.txs}
+    allocs = {(p.tx_hash, p.log_index): p.node for p in ledger.payments}
+    for r in rows(engine, "task_step"):
+        t = ledger.tasks[(r["session_id"], r["task_id"])]
+        if r["step"] == "acked":  # the log names the miner
+            want = next(a for a, m in t.miners.items() if m.ack == r["tx_hash"])
+        elif r["step"] == "paid":  # the log names the node paid
+            want = allocs[(r["tx_hash"], r["log_index"])]
+        else:  # the router or client that sent the transaction
+            want = senders[r["tx_hash"]]
+        assert r["actor"] == want, (r["step"], r["tx_hash"])
     miners: dict[tuple[int, int], dict[str, tuple[Any, ...]]] = {}
     for r in rows(engine, "task_miner"):
         miners.setdefault((r["session_id"], r["task_id"]), {})[r["miner"]] = (
