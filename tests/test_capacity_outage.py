@@ -19,6 +19,7 @@ import redis
 from devnet.anvil import free_port
 from gateway.capacity.base import CapacityExceeded, Lease, SessionSlot
 from gateway.capacity.factory import make_tracker
+from gateway.capacity.redis_core import SAFETY_WAKE
 from gateway.capacity.redis_tracker import MONITOR_INTERVAL, RedisTracker
 from tests.conftest import unavailable
 
@@ -124,7 +125,7 @@ def test_killed_redis_falls_back_to_local_limits_and_comes_back(own_redis: OwnRe
             own_redis.kill()  # Redis stops while a request waits for it
             took, lease = await waiter
             assert isinstance(lease, Lease) and lease.lease_id.startswith("local-")
-            assert took < 0.2 + 1.0 + 1.0 + BOUND  # inside its wait window + queue + bound
+            assert took < 0.2 + SAFETY_WAKE + BOUND  # moved to the fallback, not timed out
             await until_mode(tracker, "degraded-local", within=MONITOR_INTERVAL * 2 + BOUND)
             local = [lease]
             for _ in range(3):  # per-replica limits: the other three local slots

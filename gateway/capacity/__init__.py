@@ -1,4 +1,8 @@
 """Capacity tracking for the gateway: which router session may take one more request.
 
-The contract every backend implements is :class:`~gateway.capacity.base.CapacityTracker`.
+The contract every backend implements is :class:`~gateway.capacity.base.CapacityTracker`;
+:func:`~gateway.capacity.factory.make_tracker` builds one. Modules, downstream first:
+``decide`` (pure choices), ``line`` (local waiters), ``admission`` (wait window and queue over
+any backend), ``memory`` (in-process), ``lua`` + ``redis_core`` + ``redis_link`` (shared in
+Redis), ``breaker`` and ``redis_tracker`` (outages), ``factory``.
 """

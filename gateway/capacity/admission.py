@@ -65,6 +65,15 @@ class Unavailable:
 Attempt = Admitted | Waiting | Unavailable
 Pools = Mapping[str, Sequence[SessionSlot]]
 
+REASONS = ("queue_full", "queue_timeout", "no_sessions", "redis_unavailable")
+# Every counter exists from the start, so a metrics scrape sees zeros instead of gaps.
+COUNTERS = ("waits", "rejections", "renewals", "expiries", "redis_errors",
+            *(f"rejections.{r}" for r in REASONS))
+
+
+def new_counters() -> Counter[str]:
+    return Counter(dict.fromkeys(COUNTERS, 0))
+
 
 class LineTracker(ABC):
     """The :class:`~gateway.capacity.base.CapacityTracker` admission loop over a backend."""
@@ -76,7 +85,7 @@ class LineTracker(ABC):
     def __init__(self, pools: Pools, config: CapacityConfig, *, lease_prefix: str = "",
                  counters: Counter[str] | None = None) -> None:
         self.config = config
-        self.counters: Counter[str] = Counter() if counters is None else counters
+        self.counters: Counter[str] = new_counters() if counters is None else counters
         self._pools: dict[str, list[SessionSlot]] = {m: list(p) for m, p in pools.items()}
         self._lines: dict[str, LocalLine] = {}
         self._lease_prefix = lease_prefix

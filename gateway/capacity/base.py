@@ -79,7 +79,7 @@ class CapacitySnapshot:
     sessions: list[SessionState] = field(default_factory=list)
     # waits, rejections, renewals, expiries, redis_errors
     counters: dict[str, int] = field(default_factory=dict)
-    # model -> requests inside their wait window, not yet queued (this replica's in Redis mode)
+    # model -> requests inside their wait window, not yet queued (all replicas in Redis mode)
     waiting: dict[str, int] = field(default_factory=dict)
 
 

@@ -132,7 +132,7 @@ class RedisLineTracker(LineTracker):
 
     async def _leave(self, model: str, waiter: Waiter) -> None:
         """Best effort: a ticket left behind expires within :data:`TICKET_TTL`."""
-        if not self.link.breaker.allows():
+        if not self.link.usable:
             return
         try:
             await self.link.run(lua.LEAVE, self._line_keys(model),
@@ -142,7 +142,7 @@ class RedisLineTracker(LineTracker):
 
     async def _abandon(self, model: str, lease_id: str) -> None:
         pool = self.pool(model)
-        if not pool or not self.link.breaker.allows():
+        if not pool or not self.link.usable:
             return
         try:
             await self.link.run(lua.RELEASE, [self.lease_key(s.key) for s in pool],

@@ -72,6 +72,11 @@ class RedisLink:
         self._scripts: dict[str, Any] = {}
         self._listener: asyncio.Task[None] | None = None
 
+    @property
+    def usable(self) -> bool:
+        """Worth a best-effort call: the breaker is closed and the last call did not fail."""
+        return self.breaker.allows() and self.reachable is not False
+
     async def run(self, source: str, keys: Sequence[str], args: Sequence[str | int | float],
                   *, probe: bool = False) -> Any:
         """Run a Lua script (EVALSHA, loading it again after a Redis restart)."""
@@ -137,6 +142,7 @@ class RedisLink:
                     if msg is not None:
                         self._on_message(str(msg["data"]))
             except LINK_ERRORS:
+                self._on_message("*")  # waiters look now: Redis may be gone (fallback)
                 await asyncio.sleep(RESUBSCRIBE_DELAY)
             finally:
                 with contextlib.suppress(*LINK_ERRORS):

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from typing import Literal
 
-from gateway.capacity.admission import BackendDown, CapacityConfig, Pools
+from gateway.capacity.admission import BackendDown, CapacityConfig, Pools, new_counters
 from gateway.capacity.base import CapacitySnapshot, Lease
 from gateway.capacity.breaker import CircuitBreaker
 from gateway.capacity.memory import MemoryTracker
@@ -46,7 +46,7 @@ class RedisTracker:
                  breaker_cooloff: float = 2.0, lease_prefix: str = "") -> None:
         self.config = config
         self.on_redis_failure = on_redis_failure
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = new_counters()
         self.breaker = CircuitBreaker(failures=breaker_failures, cooloff=breaker_cooloff)
         self.local = MemoryTracker(pools, config, lease_prefix=LOCAL_PREFIX + lease_prefix,
                                    counters=self.counters)
