@@ -148,3 +148,12 @@ def test_local_line_orders_by_seq_and_wakes_front() -> None:
         assert line.is_front(w2) and len(line) == 2
 
     asyncio.run(scenario())
+
+
+def test_docstring_examples_hold() -> None:
+    import doctest
+
+    from gateway.capacity import breaker, decide
+
+    for module in (decide, breaker):
+        assert doctest.testmod(module).failed == 0

@@ -229,8 +229,8 @@ def test_queue_is_fifo_across_replicas(space: tuple[str, str]) -> None:
     url, prefix = space
     base = {"url": url, "prefix": prefix, "role": "fair", "pools": {"m": [["s0", 1]]},
             "wait_timeout": 0.05, "queue_max_depth": 10, "queue_timeout": 10.0}
-    a = spawn({**base, "name": "a", "offsets": [0.0, 0.2]})
-    b = spawn({**base, "name": "b", "offsets": [0.1, 0.3]})
+    a = spawn({**base, "name": "a", "offsets": [0.0, 0.3]})
+    b = spawn({**base, "name": "b", "offsets": [0.15, 0.45]})
 
     async def hold_then_release() -> None:
         tracker = tracker_for({**base, "role": ""})
@@ -243,7 +243,7 @@ def test_queue_is_fifo_across_replicas(space: tuple[str, str]) -> None:
                 assert proc.stdin is not None
                 proc.stdin.write(f"{start_at}\n")
                 proc.stdin.flush()
-            await asyncio.sleep(start_at + 0.6 - time.time())  # all four are queued
+            await asyncio.sleep(start_at + 0.8 - time.time())  # all four are queued
             snap = await tracker.snapshot()
             assert snap.queue_depth["m"] == 4
             await tracker.release(held)
