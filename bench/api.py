@@ -15,7 +15,8 @@
 3. A raw asyncio HTTP/1.1 keep-alive client (cheaper than httpx, so it stays off the critical
    core): warm-up; concurrency 1, ``--requests`` sequential requests per route, alternating
    routes in 4 rounds -> p50/p99; concurrency 32 for ``--duration`` s per route (2 alternating
-   halves) -> requests/s, with the CPU seconds of the server, postgres and this client.
+   halves) -> requests/s, with the CPU seconds of the server, postgres and this client. The
+   same figures for two bench-only variants of the route (bench/api_app.py), as what-ifs.
 4. ``--profile S``: SQL round trips per task request (counted in-process) and py-spy (if
    installed) sampling the server for S s at concurrency 32, summarised by layer and function.
 """
@@ -48,6 +49,10 @@ CHAIN_ID = 31337  # the "local" preset
 TARGETS = {"p50": 2.0, "throughput": 0.5}  # task / constant, from the issue
 WARMUP_REQUESTS = 300
 WARMUP_SECONDS = 2.0
+VARIANTS = {  # bench/api_app.py: task_detail() behind one threadpool hand-off
+    "one hop": "/bench/one-hop",
+    "one hop, pool 40, autocommit, no pre-ping": "/bench/one-hop-lean",
+}
 
 
 def prepare(a: argparse.Namespace) -> str:
@@ -113,11 +118,12 @@ class Http:
         self.w.close()
 
 
-def task_paths(tasks: int, seed: int) -> Iterator[str]:
+def task_paths(tasks: int, seed: int, prefix: str = "") -> Iterator[str]:
+    """Random existing tasks, on the real route or (``prefix``) a bench variant of it."""
     rng = random.Random(seed)
     while True:
         s, t = api_load.task_key(rng.randrange(tasks))
-        yield f"/api/v1/chains/{CHAIN}/sessions/{s}/tasks/{t}"
+        yield f"{prefix}/{s}/{t}" if prefix else f"/api/v1/chains/{CHAIN}/sessions/{s}/tasks/{t}"
 
 
 async def sequential(port: int, paths: Iterator[str], n: int) -> list[float]:
@@ -172,7 +178,11 @@ def pct(xs: list[float], q: float) -> float:
 
 
 async def measure(a: argparse.Namespace, port: int, server_pid: int, db: str) -> None:
-    routes = {"task": task_paths(a.tasks, 1), "constant": itertools.repeat("/bench/constant")}
+    routes = {
+        "task": task_paths(a.tasks, 1),
+        "constant": itertools.repeat("/bench/constant"),
+        **{k: task_paths(a.tasks, 1, prefix) for k, prefix in VARIANTS.items()},
+    }
     sizes = {k: len(await (await Http().open(port)).get(next(p))) for k, p in routes.items()}
     for p in routes.values():
         await sequential(port, p, WARMUP_REQUESTS)
@@ -192,31 +202,32 @@ async def measure(a: argparse.Namespace, port: int, server_pid: int, db: str) ->
         rps[k] = n / secs
         pg_used = sum(v - pg0.get(pid, 0.0) for pid, v in pg.items())
         busy[k] = "/".join(f"{x / secs:.2f}" for x in (srv - srv0, pg_used, me - me0))
-    ms = {k: (1e3 * pct(v, 0.5), 1e3 * pct(v, 0.99)) for k, v in lat.items()}
-    figures = [
-        ("p50 latency, c=1 (ms)", ms["task"][0], ms["constant"][0], "p50"),
-        ("p99 latency, c=1 (ms)", ms["task"][1], ms["constant"][1], None),
-        (f"throughput, c={a.concurrency} (req/s)", rps["task"], rps["constant"], "throughput"),
-    ]
     print(
-        f"\nresponse bodies: task detail {sizes['task']:,} bytes, constant {sizes['constant']:,}"
-        f" bytes; c=1: {len(lat['task']):,} requests per route; c={a.concurrency}: "
-        f"{a.duration:g}s per route"
+        f"\nresponse bodies (bytes): {', '.join(f'{k} {v:,}' for k, v in sizes.items())}; "
+        f"c=1: {len(lat['task']):,} requests per route; c={a.concurrency}: {a.duration:g}s each"
     )
+    ms = {k: (1e3 * pct(v, 0.5), 1e3 * pct(v, 0.99)) for k, v in lat.items()}
     print(f"{'figure':<30}{'task route':>12}{'constant':>12}{'ratio':>9}{'target':>10}  result")
-    for label, task, const, key in figures:
-        ratio, higher = task / const, key == "throughput"
-        if key is None:
+    for k in routes:
+        if k == "constant":
+            continue
+        if k != "task":
+            print(f"what-if, bench-only variant: {k}")
+        for label, key, task, const in (
+            ("p50 latency, c=1 (ms)", "p50", ms[k][0], ms["constant"][0]),
+            ("p99 latency, c=1 (ms)", None, ms[k][1], ms["constant"][1]),
+            (f"throughput, c={a.concurrency} (req/s)", "throughput", rps[k], rps["constant"]),
+        ):
+            ratio, higher = task / const, key == "throughput"
             target, result = "-", "(no target)"
-        else:
-            lim = TARGETS[key]
-            target = f"{'>=' if higher else '<='} {lim:g}x"
-            result = "MET" if (ratio >= lim if higher else ratio <= lim) else "MISSED"
-        print(f"{label:<30}{task:>12,.2f}{const:>12,.2f}{ratio:>8.2f}x{target:>10}  {result}")
+            if key is not None and k == "task":
+                lim = TARGETS[key]
+                target = f"{'>=' if higher else '<='} {lim:g}x"
+                result = "MET" if (ratio >= lim if higher else ratio <= lim) else "MISSED"
+            print(f"{label:<30}{task:>12,.2f}{const:>12,.2f}{ratio:>8.2f}x{target:>10}  {result}")
     print(
         f"CPU cores busy at c={a.concurrency} (server / its postgres backends / this client; "
-        f"backends that exit mid-run are missed): task {busy['task']}, "
-        f"constant {busy['constant']}"
+        "backends that exit mid-run are missed): " + ", ".join(f"{k} {v}" for k, v in busy.items())
     )
 
 
