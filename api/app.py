@@ -13,10 +13,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+import sqlalchemy as sa
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import errors, ops, routes, routes_more
-from api.state import AppState
+from api.state import AppState, Metrics
 from indexer.config import Settings
 from indexer.db import ensure_schema, make_engine
 from indexer.errors import IndexerError
@@ -40,11 +42,7 @@ def create_app(
     on_shutdown: list[Callable[[], Awaitable[None]]] | None = None,
 ) -> FastAPI:
     """Build the app. Nothing connects until the app starts (lifespan)."""
-    engine = (
-        make_engine(settings.database_url, pool_size=10, max_overflow=20)
-        if not settings.database_url.startswith("sqlite")
-        else make_engine(settings.database_url)
-    )
+    engine = read_engine(settings.database_url)
     state = AppState(
         settings=settings,
         engine=engine,
@@ -76,21 +74,14 @@ def create_app(
             for rpc in state.rpcs.values():
                 await rpc.aclose()
             engine.dispose()
+            if "write_engine" in state.extra:
+                state.extra["write_engine"].dispose()
 
     app = FastAPI(title="corlens", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
     app.state.corlens = state
     errors.install(app)
 
-    @app.middleware("http")
-    async def timing(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        state.metrics.observe(getattr(route, "path", "unmatched"), time.perf_counter() - t0)
-        return response
-
+    app.add_middleware(TimingMiddleware, metrics=state.metrics)
     app.include_router(routes.router)
     app.include_router(routes_more.router)
     app.include_router(ops.router)
@@ -99,11 +90,46 @@ def create_app(
     return app
 
 
+# Connections the API may hold at once: anyio's default threadpool size, so no request waits
+# for a connection while a thread is free (and no overflow connection churns under load).
+READ_POOL = 40
+
+
+def read_engine(url: str) -> sa.Engine:
+    """The API's engine: reads only, autocommit (no BEGIN/ROLLBACK round trips), a pool as large
+    as the threadpool, recycled instead of pinged on every checkout."""
+    if url.startswith("sqlite"):
+        return make_engine(url)
+    return make_engine(
+        url, pool_size=READ_POOL, max_overflow=0, pool_pre_ping=False, pool_recycle=300
+    ).execution_options(isolation_level="AUTOCOMMIT")
+
+
+class TimingMiddleware:
+    """Per-route latency for /metrics, as plain ASGI (no extra task per request)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            route = scope.get("route")
+            self.metrics.observe(getattr(route, "path", "unmatched"), time.perf_counter() - t0)
+
+
 def _start_indexers(state: AppState, stop: asyncio.Event) -> list[asyncio.Task[None]]:
     from indexer.runner import follow
     from indexer.store import Store
 
-    store = Store(state.engine)
+    store = Store(make_engine(state.settings.database_url))  # writes need real transactions
+    state.extra["write_engine"] = store.engine
     progress: dict[str, Progress] = state.extra.setdefault("progress", {})
     errors_seen: dict[str, str] = state.extra.setdefault("indexer_errors", {})
 

@@ -17,32 +17,37 @@ from typing import Any, Literal, Protocol
 RULES: dict[str, str] = {  # rule -> exact semantics, in report order
     "allocation_without_commit": (
         "A NodePaymentAllocated to a node that was not assigned to the task, or was assigned "
-        "but never committed (task_miner.commit_tx is null). Key: the allocation."),
+        "but never committed (task_miner.commit_tx is null). Key: the allocation."
+    ),
     "duplicate_allocation": (
-        "Each repeat allocation of the same (session, task, node) after the first. "
-        "Key: the repeat."),
+        "Each repeat allocation of the same (session, task, node) after the first. Key: the repeat."
+    ),
     "ended_without_allocation": (
         "A task that ended normally (its commit phase closed before TaskEnded; a force-ended "
         "task is expected unpaid) with at least one committer, none of whom got an allocation, "
         "once the indexed cursor is unpaid_after_blocks or more past TaskEnded. "
-        "Key: (session, task)."),
+        "Key: (session, task)."
+    ),
     "over_allocation": (
         "Walking a task's network payments and allocations in chain order, the first allocation "
         "that lifts its allocations above what was paid to the network for it so far (scope "
         "task; rows: the task's payments); the same per session (scope session: the total a "
         "session auditor reconciles, never without a task-scope finding; row: the allocation "
-        "that crossed). Key: (scope, session[, task])."),
+        "that crossed). Key: (scope, session[, task])."
+    ),
     "over_withdrawal": (
         "Walking a node's allocations and withdrawals in chain order, a withdrawal above its "
         "pending balance (allocations minus earlier withdrawals; an overdraft leaves it at 0, "
-        "as the contract does). Key: the withdrawal."),
+        "as the contract does). Key: the withdrawal."
+    ),
     "amount_mismatch": (
         "The deposits (withdrawals) of one transaction log a total other than the value that "
         "moved: the ERC-20 Transfer logs into (out of) the SessionPayment contract in the "
         "receipt or, with no such Transfer, the native balance change of the depositors "
         "(recipients) from block-1 to block, net of the gas fee for the one that sent the "
         "transaction. Network payments and allocations move no value and are not checked. "
-        "Key: (tx, kind)."),
+        "Key: (tx, kind)."
+    ),
 }
 # Arbitrum makes ~4 blocks/s, anvil one per transaction: 50 blocks is a short grace period
 # for the router's allocation transaction, long enough not to flag a task mid-payment.
@@ -136,8 +141,9 @@ def finding_id(chain_id: int, rule: str, *key: object) -> str:
     return f"{rule}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
-def _finding(chain_id: int, rule: str, key: tuple[object, ...], message: str,
-             rows: Iterable[Pay], **kw: Any) -> Finding:
+def _finding(
+    chain_id: int, rule: str, key: tuple[object, ...], message: str, rows: Iterable[Pay], **kw: Any
+) -> Finding:
     return Finding(rule, finding_id(chain_id, rule, *key), message, tuple(rows), **kw)
 
 
@@ -160,11 +166,20 @@ def allocation_without_commit(
         if p.node is not None and miners.get(p.node):
             continue
         why = "was assigned but never committed" if p.node in miners else "was not assigned"
-        out.append(_finding(
-            chain_id, "allocation_without_commit", (p.tx_hash, p.log_index),
-            f"{p.amount} allocated to {p.node} for task {p.session_id}/{p.task_id}, which it "
-            f"{why}", [p], session_id=p.session_id, task_id=p.task_id, node=p.node,
-            amounts={"allocated": p.amount}))
+        out.append(
+            _finding(
+                chain_id,
+                "allocation_without_commit",
+                (p.tx_hash, p.log_index),
+                f"{p.amount} allocated to {p.node} for task {p.session_id}/{p.task_id}, which it "
+                f"{why}",
+                [p],
+                session_id=p.session_id,
+                task_id=p.task_id,
+                node=p.node,
+                amounts={"allocated": p.amount},
+            )
+        )
     return out
 
 
@@ -178,16 +193,28 @@ def duplicate_allocation(chain_id: int, pays: Sequence[Pay]) -> list[Finding]:
             first[key] = p
             continue
         f = first[key]
-        out.append(_finding(
-            chain_id, "duplicate_allocation", (p.tx_hash, p.log_index),
-            f"{p.node} allocated again for task {p.session_id}/{p.task_id} ({p.amount}; first "
-            f"{f.amount} in {f.tx_hash})", [f, p], session_id=p.session_id,
-            task_id=p.task_id, node=p.node, amounts={"first": f.amount, "repeat": p.amount}))
+        out.append(
+            _finding(
+                chain_id,
+                "duplicate_allocation",
+                (p.tx_hash, p.log_index),
+                f"{p.node} allocated again for task {p.session_id}/{p.task_id} ({p.amount}; first "
+                f"{f.amount} in {f.tx_hash})",
+                [f, p],
+                session_id=p.session_id,
+                task_id=p.task_id,
+                node=p.node,
+                amounts={"first": f.amount, "repeat": p.amount},
+            )
+        )
     return out
 
 
 def ended_without_allocation(
-    chain_id: int, pays: Sequence[Pay], tasks: Mapping[TaskKey, TaskFacts], cursor_block: int,
+    chain_id: int,
+    pays: Sequence[Pay],
+    tasks: Mapping[TaskKey, TaskFacts],
+    cursor_block: int,
     unpaid_after_blocks: int,
 ) -> list[Finding]:
     """One finding per normally ended task whose committers got nothing after the grace."""
@@ -202,11 +229,18 @@ def ended_without_allocation(
         if any((sid, tid, m) in paid for m in committers):
             continue
         e = t.ended
-        out.append(_finding(
-            chain_id, "ended_without_allocation", (sid, tid),
-            f"task {sid}/{tid} ended at block {e.block_number} and its {len(committers)} "
-            f"committer(s) got no allocation within {cursor_block - e.block_number} blocks",
-            [e], session_id=sid, task_id=tid))
+        out.append(
+            _finding(
+                chain_id,
+                "ended_without_allocation",
+                (sid, tid),
+                f"task {sid}/{tid} ended at block {e.block_number} and its {len(committers)} "
+                f"committer(s) got no allocation within {cursor_block - e.block_number} blocks",
+                [e],
+                session_id=sid,
+                task_id=tid,
+            )
+        )
     return out
 
 
@@ -229,12 +263,20 @@ def over_allocation(chain_id: int, pays: Sequence[Pay]) -> list[Finding]:
         if crossing is None:
             continue
         what = f"task {key[1]}/{key[2]}" if key[0] == "task" else f"session {key[1]}"
-        out.append(_finding(
-            chain_id, "over_allocation", key,
-            f"{what}: {allocated} allocated against {paid} paid to the network (first exceeded "
-            f"in {crossing.tx_hash})", rows if key[0] == "task" else [crossing], session_id=key[1],
-            task_id=key[2] if key[0] == "task" else None, scope=key[0],
-            amounts={"allocated": allocated, "network_paid": paid}))
+        out.append(
+            _finding(
+                chain_id,
+                "over_allocation",
+                key,
+                f"{what}: {allocated} allocated against {paid} paid to the network (first exceeded "
+                f"in {crossing.tx_hash})",
+                rows if key[0] == "task" else [crossing],
+                session_id=key[1],
+                task_id=key[2] if key[0] == "task" else None,
+                scope=key[0],
+                amounts={"allocated": allocated, "network_paid": paid},
+            )
+        )
     return out
 
 
@@ -249,10 +291,17 @@ def over_withdrawal(chain_id: int, pays: Sequence[Pay]) -> list[Finding]:
             pending[p.node] += p.amount
             continue
         if p.amount > pending[p.node]:
-            out.append(_finding(
-                chain_id, "over_withdrawal", (p.tx_hash, p.log_index),
-                f"{p.node} withdrew {p.amount} with {pending[p.node]} pending", [p],
-                node=p.node, amounts={"withdrawn": p.amount, "pending": pending[p.node]}))
+            out.append(
+                _finding(
+                    chain_id,
+                    "over_withdrawal",
+                    (p.tx_hash, p.log_index),
+                    f"{p.node} withdrew {p.amount} with {pending[p.node]} pending",
+                    [p],
+                    node=p.node,
+                    amounts={"withdrawn": p.amount, "pending": pending[p.node]},
+                )
+            )
         pending[p.node] = max(0, pending[p.node] - p.amount)
     return out
 
@@ -280,11 +329,19 @@ def amount_mismatch(
         logged = sum(p.amount for p in rows)
         if logged == m.value:
             continue
-        out.append(_finding(
-            chain_id, "amount_mismatch", (tx, kind),
-            f"{kind} logged {logged} but {m.value} moved ({m.path}) in {tx}", rows,
-            session_id=rows[0].session_id, node=rows[0].node, scope=m.path,
-            amounts={"logged": logged, "moved": m.value}))
+        out.append(
+            _finding(
+                chain_id,
+                "amount_mismatch",
+                (tx, kind),
+                f"{kind} logged {logged} but {m.value} moved ({m.path}) in {tx}",
+                rows,
+                session_id=rows[0].session_id,
+                node=rows[0].node,
+                scope=m.path,
+                amounts={"logged": logged, "moved": m.value},
+            )
+        )
     return out, checked
 
 
@@ -326,8 +383,9 @@ async def read_moved(rpc: BatchRpc, pays: Sequence[Pay]) -> dict[GroupKey, Moved
     RPC failures propagate (the caller reports the rule as skipped)."""
     groups = value_groups(pays)
     txs = sorted({tx for tx, _ in groups})
-    receipts = dict(zip(txs, await rpc.batch([("eth_getTransactionReceipt", [h]) for h in txs]),
-                        strict=True))
+    receipts = dict(
+        zip(txs, await rpc.batch([("eth_getTransactionReceipt", [h]) for h in txs]), strict=True)
+    )
     out: dict[GroupKey, Moved | None] = {}
     native: list[tuple[GroupKey, list[str], int, str, int]] = []
     for (tx, kind), rows in groups.items():
@@ -341,10 +399,13 @@ async def read_moved(rpc: BatchRpc, pays: Sequence[Pay]) -> dict[GroupKey, Moved
             continue
         fee = int(r["gasUsed"], 16) * int(r.get("effectiveGasPrice") or "0x0", 16)
         parties = sorted({p.counterparty for p in rows if p.counterparty})
-        native.append(((tx, kind), parties, int(r["blockNumber"], 16), str(r["from"]).lower(),
-                       fee))
-    calls = [("eth_getBalance", [party, hex(b)]) for _, ps, block, _, _ in native for party in ps
-             for b in (block - 1, block)]
+        native.append(((tx, kind), parties, int(r["blockNumber"], 16), str(r["from"]).lower(), fee))
+    calls = [
+        ("eth_getBalance", [party, hex(b)])
+        for _, ps, block, _, _ in native
+        for party in ps
+        for b in (block - 1, block)
+    ]
     balances = iter(await rpc.batch(calls) if calls else [])
     for key, parties, _, sender, fee in native:
         deltas = {p: -int(next(balances), 16) + int(next(balances), 16) for p in parties}
@@ -353,8 +414,13 @@ async def read_moved(rpc: BatchRpc, pays: Sequence[Pay]) -> dict[GroupKey, Moved
 
 
 def run_rules(
-    chain_id: int, pays: Sequence[Pay], tasks: Mapping[TaskKey, TaskFacts], *,
-    cursor_block: int, unpaid_after_blocks: int, moved: Mapping[GroupKey, Moved | None] | str,
+    chain_id: int,
+    pays: Sequence[Pay],
+    tasks: Mapping[TaskKey, TaskFacts],
+    *,
+    cursor_block: int,
+    unpaid_after_blocks: int,
+    moved: Mapping[GroupKey, Moved | None] | str,
 ) -> Report:
     """Every rule over the rows; ``moved`` is :func:`read_moved`'s answer, or the reason the
     chain could not be read (rule 6 is then reported ``skipped``; the others still run)."""
@@ -362,12 +428,17 @@ def run_rules(
     ran: list[tuple[str, list[Finding], int]] = [
         ("allocation_without_commit", allocation_without_commit(chain_id, pays, tasks), allocs),
         ("duplicate_allocation", duplicate_allocation(chain_id, pays), allocs),
-        ("ended_without_allocation", ended_without_allocation(
-            chain_id, pays, tasks, cursor_block, unpaid_after_blocks),
-         sum(1 for t in tasks.values() if t.ended is not None)),
+        (
+            "ended_without_allocation",
+            ended_without_allocation(chain_id, pays, tasks, cursor_block, unpaid_after_blocks),
+            sum(1 for t in tasks.values() if t.ended is not None),
+        ),
         ("over_allocation", over_allocation(chain_id, pays), allocs),
-        ("over_withdrawal", over_withdrawal(chain_id, pays),
-         sum(1 for p in pays if p.kind == "withdrawal")),
+        (
+            "over_withdrawal",
+            over_withdrawal(chain_id, pays),
+            sum(1 for p in pays if p.kind == "withdrawal"),
+        ),
     ]
     runs = [RuleRun(rule, "ran", len(fs), n) for rule, fs, n in ran]
     findings = [f for _, fs, _ in ran for f in fs]

@@ -27,9 +27,23 @@ from indexer.rpc import RpcClient
 
 LINK_BASE = "http://127.0.0.1:8000"  # corlens serve's default, for links when no public_url
 CLI_RPC_RETRIES = 2  # a one-shot report should say "RPC unreachable" quickly, not back off long
-CSV_HEADER = ["id", "rule", "scope", "message", "session_id", "task_id", "node", "amounts",
-              "row_kind", "tx_hash", "log_index", "block_number", "amount", "finality",
-              "explorer_url"]
+CSV_HEADER = [
+    "id",
+    "rule",
+    "scope",
+    "message",
+    "session_id",
+    "task_id",
+    "node",
+    "amounts",
+    "row_kind",
+    "tx_hash",
+    "log_index",
+    "block_number",
+    "amount",
+    "finality",
+    "explorer_url",
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -41,15 +55,29 @@ def register(app: typer.Typer) -> None:
 
 def payouts(
     chain: Annotated[str, typer.Option("--chain", help="The configured chain to audit.")],
-    config: Annotated[str | None, typer.Option(
-        "--config", "-c", help="YAML config file (default: $CORLENS_CONFIG, then ./corlens.yaml)"
-    )] = None,
-    csv_file: Annotated[Path | None, typer.Option(
-        "--csv", help="Also write the findings as CSV (one line per finding and row).")] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="YAML config file (default: $CORLENS_CONFIG, then ./corlens.yaml)",
+        ),
+    ] = None,
+    csv_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv", help="Also write the findings as CSV (one line per finding and row)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    unpaid_after_blocks: Annotated[int | None, typer.Option(
-        min=0, help="Grace period for ended_without_allocation (default: config "
-        "audit.unpaid_after_blocks, else 50).")] = None,
+    unpaid_after_blocks: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Grace period for ended_without_allocation (default: config "
+            "audit.unpaid_after_blocks, else 50).",
+        ),
+    ] = None,
 ) -> None:
     """Audit the payouts of one chain: findings with explorer links; exit 1 if any."""
     from api.cli import err, fail, settings_or_exit
@@ -88,11 +116,11 @@ def payouts(
         raise typer.Exit(1)
 
 
-async def _run(engine: sa.Engine, chain: ChainConfig, unpaid: int, base: str
-               ) -> AuditReportOut:
+async def _run(engine: sa.Engine, chain: ChainConfig, unpaid: int, base: str) -> AuditReportOut:
     cid = int(chain.chain_id or 0)
-    async with RpcClient(chain.rpc_urls, timeout=chain.rpc_timeout,
-                         max_retries=CLI_RPC_RETRIES) as rpc:
+    async with RpcClient(
+        chain.rpc_urls, timeout=chain.rpc_timeout, max_retries=CLI_RPC_RETRIES
+    ) as rpc:
         with engine.connect() as conn:
             report, cursor = await build_report(conn, cid, rpc, unpaid_after_blocks=unpaid)
             st = q.chain_state(conn, cid)
@@ -103,21 +131,30 @@ def print_report(r: AuditReportOut) -> None:
     """Findings with their rows and links, then one line per rule."""
     from api.cli import out
 
-    out.print(f"[bold]{escape(r.chain)}[/bold] (chain {r.chain_id}) payouts audited to block "
-              f"{r.indexed_to_block:,}: {len(r.findings)} finding(s)", highlight=False)
+    out.print(
+        f"[bold]{escape(r.chain)}[/bold] (chain {r.chain_id}) payouts audited to block "
+        f"{r.indexed_to_block:,}: {len(r.findings)} finding(s)",
+        highlight=False,
+    )
     for f in r.findings:
         out.print(f"\n[red]{f.rule}[/red] {f.id}\n  {escape(f.message)}", highlight=False)
         for row in f.rows:
             amount = f" amount {row.amount}" if row.amount is not None else ""
-            out.print(f"  - {row.kind} {row.tx_hash}:{row.log_index} block {row.block_number} "
-                      f"({row.finality}){amount}\n    {row.explorer_url}", highlight=False)
+            out.print(
+                f"  - {row.kind} {row.tx_hash}:{row.log_index} block {row.block_number} "
+                f"({row.finality}){amount}\n    {row.explorer_url}",
+                highlight=False,
+            )
         for label, url in (("task", f.task_url), ("node", f.node_url)):
             if url:
                 out.print(f"  {label}: {url}", highlight=False)
     out.print("\nrules:", highlight=False)
     for rule in r.rules:
-        state = (f"{rule.findings} finding(s), {rule.checked} checked" if rule.status == "ran"
-                 else f"[yellow]skipped[/yellow]: {escape(rule.reason or '')}")
+        state = (
+            f"{rule.findings} finding(s), {rule.checked} checked"
+            if rule.status == "ran"
+            else f"[yellow]skipped[/yellow]: {escape(rule.reason or '')}"
+        )
         note = f" ({escape(rule.reason)})" if rule.status == "ran" and rule.reason else ""
         out.print(f"  {rule.rule}: {state}{note}", highlight=False)
 
@@ -128,11 +165,28 @@ def write_csv(path: Path, r: AuditReportOut) -> None:
         w = csv.writer(fh)
         w.writerow(CSV_HEADER)
         for f in r.findings:
-            head = [f.id, f.rule, f.scope or "", f.message, _s(f.session_id), _s(f.task_id),
-                    f.node or "", ";".join(f"{k}={v}" for k, v in f.amounts.items())]
+            head = [
+                f.id,
+                f.rule,
+                f.scope or "",
+                f.message,
+                _s(f.session_id),
+                _s(f.task_id),
+                f.node or "",
+                ";".join(f"{k}={v}" for k, v in f.amounts.items()),
+            ]
             rows: list[list[object]] = [
-                [row.kind, row.tx_hash, row.log_index, row.block_number, row.amount or "",
-                 row.finality, row.explorer_url] for row in f.rows]
+                [
+                    row.kind,
+                    row.tx_hash,
+                    row.log_index,
+                    row.block_number,
+                    row.amount or "",
+                    row.finality,
+                    row.explorer_url,
+                ]
+                for row in f.rows
+            ]
             for cells in rows or [[""] * 7]:
                 w.writerow(head + cells)
 

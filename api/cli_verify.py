@@ -38,8 +38,11 @@ def verify_task_command(
     task: Annotated[int, typer.Argument(min=0, help="Task id within the session.")],
     config: Annotated[
         str | None,
-        typer.Option("--config", "-c",
-                     help="YAML config file (default: $CORLENS_CONFIG, then ./corlens.yaml)"),
+        typer.Option(
+            "--config",
+            "-c",
+            help="YAML config file (default: $CORLENS_CONFIG, then ./corlens.yaml)",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -63,19 +66,24 @@ def verify_task_command(
     links = Links(c, s.public_url or DEFAULT_PUBLIC_URL)
 
     async def run() -> TaskVerification:
-        async with RpcClient(c.rpc_urls, timeout=c.rpc_timeout,
-                             max_retries=CLI_RPC_RETRIES) as rpc:
+        async with RpcClient(c.rpc_urls, timeout=c.rpc_timeout, max_retries=CLI_RPC_RETRIES) as rpc:
             with store.engine.connect() as conn:
                 return await verify_task(conn, rpc, c, links, session, task)
 
     try:
         result = asyncio.run(run())
     except NotIndexed as e:
-        raise fail(1, f"{e.what} not in the index: chain {chain}, session {session}, task "
-                      f"{task}. Check the ids, or index the chain first (corlens index)") from None
+        raise fail(
+            1,
+            f"{e.what} not in the index: chain {chain}, session {session}, task "
+            f"{task}. Check the ids, or index the chain first (corlens index)",
+        ) from None
     except (RpcUnavailable, RpcError) as e:
-        raise fail(1, f"{chain}: could not verify, the RPC failed: {e} Try again once the "
-                      "node answers, or add another URL to the chain's rpc_urls") from None
+        raise fail(
+            1,
+            f"{chain}: could not verify, the RPC failed: {e} Try again once the "
+            "node answers, or add another URL to the chain's rpc_urls",
+        ) from None
     finally:
         store.engine.dispose()
     if as_json:
@@ -111,15 +119,18 @@ def print_timeline(r: TaskVerification, out: Console) -> None:
     out.print(
         f"[bold]{escape(r.chain)}[/bold] session {r.session_id} task {r.task_id}: checked "
         f"against the chain at head {r.head_block:,} (safe {r.safe_block:,}, finalized "
-        f"{r.finalized_block:,})", highlight=False,
+        f"{r.finalized_block:,})",
+        highlight=False,
     )
     for x in r.steps:
         out.print(_line(x), highlight=False)
         if x.verdict != "verified":
             out.print(f"      {escape(x.reason)}", highlight=False)
         for d in x.differences:
-            out.print(f"      {escape(d.field)}: stored {_short(d.stored)}, chain "
-                      f"{_short(d.chain)}", highlight=False)
+            out.print(
+                f"      {escape(d.field)}: stored {_short(d.stored)}, chain {_short(d.chain)}",
+                highlight=False,
+            )
     colour = COLOURS[r.verdict]
     fin = f" ({r.finality})" if r.finality and r.verdict == "pending" else ""
     out.print(f"overall: [bold {colour}]{r.verdict}[/bold {colour}]{fin}", highlight=False)

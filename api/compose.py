@@ -33,8 +33,13 @@ def build_gateway(settings: Settings) -> Any:
         cfg = load_gateway_config(settings.gateway)
     except GatewayConfigError as e:
         raise ConfigError(f"gateway.{e.key}", e.problem) from None
-    return Gateway(cfg, database_url=settings.database_url, redis_url=settings.redis_url,
-                   admin_token=settings.admin_token, verify_base_url=settings.public_url)
+    return Gateway(
+        cfg,
+        database_url=settings.database_url,
+        redis_url=settings.redis_url,
+        admin_token=settings.admin_token,
+        verify_base_url=settings.public_url,
+    )
 
 
 def build_app(settings: Settings, *, run_indexer: bool) -> FastAPI:
@@ -45,8 +50,13 @@ def build_app(settings: Settings, *, run_indexer: bool) -> FastAPI:
         routers.append(gw.router)
         startup.append(gw.startup)
         shutdown.append(gw.shutdown)
-    app = create_app(settings, run_indexer=run_indexer, extra_routers=routers,
-                     on_startup=startup, on_shutdown=shutdown)
+    app = create_app(
+        settings,
+        run_indexer=run_indexer,
+        extra_routers=routers,
+        on_startup=startup,
+        on_shutdown=shutdown,
+    )
     if gw is not None:
         app.state.corlens.extra["gateway"] = gw
     return app

@@ -137,56 +137,37 @@ def list_tasks(
     return _page(rows, limit)
 
 
+def _by_task(table: sa.Table) -> Any:
+    return (
+        (table.c.chain_id == sa.bindparam("cid"))
+        & (table.c.session_id == sa.bindparam("sid"))
+        & (table.c.task_id == sa.bindparam("tid"))
+    )
+
+
+# Built once: the lifecycle route is the hot path (see bench/api.py).
+_TASK_Q = sa.select(TASK).where(_by_task(TASK))
+_STEPS_Q = sa.select(STEP).where(_by_task(STEP))
+_MINERS_Q = sa.select(MINER).where(_by_task(MINER)).order_by(MINER.c.miner)
+_PAYS_Q = (
+    sa.select(PAYMENT)
+    .where(_by_task(PAYMENT))
+    .order_by(PAYMENT.c.block_number, PAYMENT.c.log_index)
+)
+
+
 def get_task(
     conn: sa.Connection, chain_id: int, session_id: int, task_id: int
 ) -> tuple[Row, list[Row], list[Row], list[Row]] | None:
     """(task, steps, miners, payments) or None."""
-    key = (
-        (TASK.c.chain_id == chain_id)
-        & (TASK.c.session_id == session_id)
-        & (TASK.c.task_id == task_id)
-    )
-    task = conn.execute(sa.select(TASK).where(key)).mappings().first()
+    p = {"cid": chain_id, "sid": session_id, "tid": task_id}
+    task = conn.execute(_TASK_Q, p).mappings().first()
     if task is None:
         return None
-    steps = (
-        conn.execute(
-            sa.select(STEP).where(
-                STEP.c.chain_id == chain_id,
-                STEP.c.session_id == session_id,
-                STEP.c.task_id == task_id,
-            )
-        )
-        .mappings()
-        .all()
-    )
-    miners = (
-        conn.execute(
-            sa.select(MINER)
-            .where(
-                MINER.c.chain_id == chain_id,
-                MINER.c.session_id == session_id,
-                MINER.c.task_id == task_id,
-            )
-            .order_by(MINER.c.miner)
-        )
-        .mappings()
-        .all()
-    )
-    pays = (
-        conn.execute(
-            sa.select(PAYMENT)
-            .where(
-                PAYMENT.c.chain_id == chain_id,
-                PAYMENT.c.session_id == session_id,
-                PAYMENT.c.task_id == task_id,
-            )
-            .order_by(PAYMENT.c.block_number, PAYMENT.c.log_index)
-        )
-        .mappings()
-        .all()
-    )
-    return dict(task), [dict(s) for s in steps], [dict(m) for m in miners], [dict(p) for p in pays]
+    steps = [dict(r) for r in conn.execute(_STEPS_Q, p).mappings()]
+    miners = [dict(r) for r in conn.execute(_MINERS_Q, p).mappings()]
+    pays = [dict(r) for r in conn.execute(_PAYS_Q, p).mappings()]
+    return dict(task), steps, miners, pays
 
 
 def task_by_reference(conn: sa.Connection, client_reference: str) -> Row | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from api import queries as q
 from api.errors import ERRORS_422_404, bad_field, not_found
@@ -253,7 +254,12 @@ def _action(
 
 
 def task_detail(
-    conn: Any, chain: ChainConfig, links: Links, session_id: int, task_id: int
+    conn: Any,
+    chain: ChainConfig,
+    links: Links,
+    session_id: int,
+    task_id: int,
+    st: dict[str, Any] | None = None,
 ) -> TaskDetail:
     from api.payouts_view import payment_out
 
@@ -262,7 +268,8 @@ def task_detail(
     if got is None:
         raise not_found("task", chain=chain.name, session_id=session_id, task_id=task_id)
     t, steps, miners, pays = got
-    st = q.chain_state(conn, cid)
+    if st is None:
+        st = q.chain_state(conn, cid)
     steps.sort(key=lambda s: (STEP_ORDER[s["step"]], s["block_number"], s["log_index"]))
     return TaskDetail(
         chain=chain.name,
@@ -309,15 +316,22 @@ def task_detail(
     response_model=TaskDetail,
     summary="A task's lifecycle with explorer links",
 )
-def task(
+async def task(
     state: StateDep,
-    conn: ConnDep,
     chain: ChainDep,
     request: Request,
     session_id: SessionId,
     task_id: TaskId,
 ) -> TaskDetail:
-    return task_detail(conn, chain, state.links(chain, request), session_id, task_id)
+    # One hand-off to the threadpool for all the SQL (the hot path: see bench/api.py).
+    links = state.links(chain, request)
+
+    def work() -> TaskDetail:
+        with state.engine.connect() as conn:
+            st = state.chain_state(conn, int(chain.chain_id or 0))
+            return task_detail(conn, chain, links, session_id, task_id, st)
+
+    return await run_in_threadpool(work)
 
 
 def _round_out(r: dict[str, Any], links: Links) -> dict[str, Any]:

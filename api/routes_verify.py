@@ -46,8 +46,10 @@ IN_CHUNK = 500  # tx hashes per IN list: well under every backend's parameter li
 
 
 class StepVerification(BaseModel):
-    step: str = Field(description="Lifecycle step (submitted ... paid), or a miner's action: "
-                      "ack, precommit, commit")
+    step: str = Field(
+        description="Lifecycle step (submitted ... paid), or a miner's action: "
+        "ack, precommit, commit"
+    )
     kind: Literal["step", "miner_action"]
     event: str = Field(description="The event the step is recorded from")
     actor: str | None
@@ -58,27 +60,46 @@ class StepVerification(BaseModel):
     log_index: int = Field(description="As stored")
     verdict: Verdict
     finality: Finality | None = Field(
-        description="Of the block the chain holds the transaction in; null when reorged")
+        description="Of the block the chain holds the transaction in; null when reorged"
+    )
     reason: str
     differences: list[Difference] = Field(
-        description="For mismatch (and a reorged block hash): field, stored value, chain value")
+        description="For mismatch (and a reorged block hash): field, stored value, chain value"
+    )
     cached: bool = Field(description="A finalized result served from the cache")
 
 
 _TX = "0x569b7443673b94ae8e8611669f48103ca9919064b3b212184b00434e6b7aca7b"
 EXAMPLE: dict[str, Any] = {
-    "chain": "testnet0", "chain_id": 421614, "session_id": 3, "task_id": 7,
-    "verdict": "mismatch", "finality": "safe", "head_block": 1200, "safe_block": 1180,
-    "finalized_block": 1100, "checked_at": 1764327600,
+    "chain": "testnet0",
+    "chain_id": 421614,
+    "session_id": 3,
+    "task_id": 7,
+    "verdict": "mismatch",
+    "finality": "safe",
+    "head_block": 1200,
+    "safe_block": 1180,
+    "finalized_block": 1100,
+    "checked_at": 1764327600,
     "task_url": "http://127.0.0.1:8000/api/v1/chains/testnet0/sessions/3/tasks/7",
-    "steps": [{
-        "step": "submitted", "kind": "step", "event": "TaskSubmitted", "actor": None,
-        "tx_hash": _TX, "explorer_url": f"https://sepolia.arbiscan.io/tx/{_TX}",
-        "block_number": 1150, "block_time": 1764327000, "log_index": 0, "verdict": "mismatch",
-        "finality": "safe", "reason": "stored values differ from the chain: data",
-        "differences": [{"field": "data", "stored": "0x00ff", "chain": "0x0001"}],
-        "cached": False,
-    }],
+    "steps": [
+        {
+            "step": "submitted",
+            "kind": "step",
+            "event": "TaskSubmitted",
+            "actor": None,
+            "tx_hash": _TX,
+            "explorer_url": f"https://sepolia.arbiscan.io/tx/{_TX}",
+            "block_number": 1150,
+            "block_time": 1764327000,
+            "log_index": 0,
+            "verdict": "mismatch",
+            "finality": "safe",
+            "reason": "stored values differ from the chain: data",
+            "differences": [{"field": "data", "stored": "0x00ff", "chain": "0x0001"}],
+            "cached": False,
+        }
+    ],
 }
 
 
@@ -113,10 +134,15 @@ def _stored_log(r: sa.RowMapping) -> StoredLog:
     args = r["args"] if isinstance(r["args"], dict) else {}
     miner = args.get("miner")
     return StoredLog(
-        log_index=int(r["log_index"]), block_number=int(r["block_number"]),
-        address=str(r["address"]), topics=tuple(str(t) for t in r["topics"] or ()),
-        data=str(r["data"]), block_hash=str(r["block_hash"]), event=str(r["event"]),
-        session_id=r["session_id"], task_id=r["task_id"],
+        log_index=int(r["log_index"]),
+        block_number=int(r["block_number"]),
+        address=str(r["address"]),
+        topics=tuple(str(t) for t in r["topics"] or ()),
+        data=str(r["data"]),
+        block_hash=str(r["block_hash"]),
+        event=str(r["event"]),
+        session_id=r["session_id"],
+        task_id=r["task_id"],
         miner=str(miner).lower() if miner else None,
     )
 
@@ -132,53 +158,102 @@ def load_steps(
         raise NotIndexed("session" if gone else "task")
     _task, steps, miners, _pays = got
     out = [
-        StoredStep("step", s["step"], s["event"], s["actor"], session_id, task_id,
-                   s["tx_hash"], s["block_number"], s["log_index"], s["block_time"], None)
+        StoredStep(
+            "step",
+            s["step"],
+            s["event"],
+            s["actor"],
+            session_id,
+            task_id,
+            s["tx_hash"],
+            s["block_number"],
+            s["log_index"],
+            s["block_time"],
+            None,
+        )
         for s in steps
     ] + [
-        StoredStep("miner_action", act, MINER_EVENT[act], m["miner"], session_id, task_id,
-                   m[f"{act}_tx"], m[f"{act}_block"], m[f"{act}_log_index"], None, None)
-        for m in miners for act in ("ack", "precommit", "commit") if m[f"{act}_tx"]
+        StoredStep(
+            "miner_action",
+            act,
+            MINER_EVENT[act],
+            m["miner"],
+            session_id,
+            task_id,
+            m[f"{act}_tx"],
+            m[f"{act}_block"],
+            m[f"{act}_log_index"],
+            None,
+            None,
+        )
+        for m in miners
+        for act in ("ack", "precommit", "commit")
+        if m[f"{act}_tx"]
     ]
     by_tx: dict[str, list[StoredLog]] = {}
     txs = sorted({s.tx_hash for s in out})
     for lo in range(0, len(txs), IN_CHUNK):
-        rows = conn.execute(sa.select(q.EVENT).where(
-            q.EVENT.c.chain_id == chain_id, q.EVENT.c.tx_hash.in_(txs[lo:lo + IN_CHUNK])))
+        rows = conn.execute(
+            sa.select(q.EVENT).where(
+                q.EVENT.c.chain_id == chain_id, q.EVENT.c.tx_hash.in_(txs[lo : lo + IN_CHUNK])
+            )
+        )
         for r in rows.mappings():
             by_tx.setdefault(r["tx_hash"], []).append(_stored_log(r))
     out = [dataclasses.replace(s, log=pick_log(s, by_tx.get(s.tx_hash, []))) for s in out]
-    out.sort(key=lambda s: (s.block_number, s.log_index, s.kind != "step",
-                            STEP_ORDER.get(s.step, 0)))
+    out.sort(
+        key=lambda s: (s.block_number, s.log_index, s.kind != "step", STEP_ORDER.get(s.step, 0))
+    )
     return out
 
 
-def report(chain: ChainConfig, links: Links, session_id: int, task_id: int,
-           v: Verification) -> TaskVerification:
+def report(
+    chain: ChainConfig, links: Links, session_id: int, task_id: int, v: Verification
+) -> TaskVerification:
     """The response for :func:`~api.verify.verify_steps`'s result."""
     steps = [
         StepVerification(
-            step=s.step, kind="miner_action" if s.kind == "miner_action" else "step",
-            event=s.event, actor=s.actor, tx_hash=s.tx_hash, explorer_url=links.tx(s.tx_hash),
-            block_number=s.block_number, log_index=s.log_index,
+            step=s.step,
+            kind="miner_action" if s.kind == "miner_action" else "step",
+            event=s.event,
+            actor=s.actor,
+            tx_hash=s.tx_hash,
+            explorer_url=links.tx(s.tx_hash),
+            block_number=s.block_number,
+            log_index=s.log_index,
             block_time=c.block_time if c.block_time is not None else s.block_time,
-            verdict=c.verdict, finality=c.finality, reason=c.reason,
-            differences=list(c.differences), cached=cached,
+            verdict=c.verdict,
+            finality=c.finality,
+            reason=c.reason,
+            differences=list(c.differences),
+            cached=cached,
         )
         for s, c, cached in v.results
     ]
     return TaskVerification(
-        chain=chain.name, chain_id=int(chain.chain_id or 0), session_id=session_id,
-        task_id=task_id, verdict=overall(x.verdict for x in steps),
-        finality=least_final(x.finality for x in steps), head_block=v.tags.head,
-        safe_block=v.tags.safe, finalized_block=v.tags.finalized,
-        checked_at=int(time.time()), task_url=links.task(session_id, task_id), steps=steps,
+        chain=chain.name,
+        chain_id=int(chain.chain_id or 0),
+        session_id=session_id,
+        task_id=task_id,
+        verdict=overall(x.verdict for x in steps),
+        finality=least_final(x.finality for x in steps),
+        head_block=v.tags.head,
+        safe_block=v.tags.safe,
+        finalized_block=v.tags.finalized,
+        checked_at=int(time.time()),
+        task_url=links.task(session_id, task_id),
+        steps=steps,
     )
 
 
 async def verify_task(
-    conn: sa.Connection, rpc: RpcClient, chain: ChainConfig, links: Links, session_id: int,
-    task_id: int, cache: VerifyCache | None = None,
+    conn: sa.Connection,
+    rpc: RpcClient,
+    chain: ChainConfig,
+    links: Links,
+    session_id: int,
+    task_id: int,
+    cache: VerifyCache | None = None,
 ) -> TaskVerification:
     """Load, verify against the chain, report. Raises :class:`NotIndexed`, and
     :class:`~indexer.errors.RpcUnavailable` / :class:`~indexer.errors.RpcError` from the RPC."""
@@ -193,10 +268,15 @@ _RPC_DOWN = {
     "error": {
         "code": "rpc_unavailable",
         "message": f"testnet0: RPC unreachable while verifying: no RPC URL answered after "
-                   f"retries: {_URL}; last error: batch of 23 at {_URL}: connection failed. ...",
-        "details": {"chain": "testnet0", "session_id": 3, "task_id": 7,
-                    "failed": f"batch of 23 at {_URL}: connection failed", "urls": [_URL],
-                    "retry_after": RETRY_AFTER_S},
+        f"retries: {_URL}; last error: batch of 23 at {_URL}: connection failed. ...",
+        "details": {
+            "chain": "testnet0",
+            "session_id": 3,
+            "task_id": 7,
+            "failed": f"batch of 23 at {_URL}: connection failed",
+            "urls": [_URL],
+            "retry_after": RETRY_AFTER_S,
+        },
     }
 }
 
@@ -223,8 +303,12 @@ _RPC_DOWN = {
     },
 )
 async def verify(
-    state: StateDep, conn: ConnDep, chain: ChainDep, request: Request,
-    session_id: SessionId, task_id: TaskId,
+    state: StateDep,
+    conn: ConnDep,
+    chain: ChainDep,
+    request: Request,
+    session_id: SessionId,
+    task_id: TaskId,
 ) -> TaskVerification:
     ids = {"chain": chain.name, "session_id": session_id, "task_id": task_id}
     rpc = state.rpcs.get(chain.name)
@@ -232,16 +316,20 @@ async def verify(
     try:
         if rpc is None:
             raise RpcUnavailable(chain.rpc_urls, "no RPC client (the app has not started)")
-        return await verify_task(conn, rpc, chain, state.links(chain, request), session_id,
-                                 task_id, cache)
+        return await verify_task(
+            conn, rpc, chain, state.links(chain, request), session_id, task_id, cache
+        )
     except NotIndexed as e:
         raise not_found(e.what, **ids) from None
     except RpcUnavailable as e:
         raise ApiError(
-            503, "rpc_unavailable", f"{chain.name}: RPC unreachable while verifying: {e}",
+            503,
+            "rpc_unavailable",
+            f"{chain.name}: RPC unreachable while verifying: {e}",
             {**ids, "failed": e.last_error, "urls": e.urls, "retry_after": RETRY_AFTER_S},
             headers={"Retry-After": str(RETRY_AFTER_S)},
         ) from None
     except RpcError as e:
-        raise ApiError(502, "rpc_error", f"{chain.name}: {e}",
-                       {**ids, "method": e.method, "rpc_code": e.code}) from None
+        raise ApiError(
+            502, "rpc_error", f"{chain.name}: {e}", {**ids, "method": e.method, "rpc_code": e.code}
+        ) from None

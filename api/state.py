@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -14,6 +15,8 @@ from api.links import Links
 from indexer.config import ChainConfig, Settings
 from indexer.rpc import RpcClient
 
+# Seconds a chain's state row (cursor, tags) is reused by the hot routes.
+CHAIN_STATE_TTL = 1.0
 # Latency samples kept per route for the p50/p99 in /metrics.
 LATENCY_WINDOW = 2048
 
@@ -42,12 +45,26 @@ class AppState:
     public_url: str | None
     metrics: Metrics = field(default_factory=Metrics)
     extra: dict[str, Any] = field(default_factory=dict)
+    _chain_states: dict[int, tuple[float, dict[str, Any] | None]] = field(default_factory=dict)
 
     def links(self, chain: ChainConfig, request: Request) -> Links:
         return Links(chain, self.public_url or str(request.base_url))
 
+    def chain_state(self, conn: sa.Connection, chain_id: int) -> dict[str, Any] | None:
+        """The chain's state row, re-read at most every CHAIN_STATE_TTL seconds (it changes
+        once per indexed range; finality labels may lag the tags by that much)."""
+        now = time.monotonic()
+        hit = self._chain_states.get(chain_id)
+        if hit is not None and now - hit[0] < CHAIN_STATE_TTL:
+            return hit[1]
+        from api.queries import chain_state
 
-def get_state(request: Request) -> AppState:
+        row = chain_state(conn, chain_id)
+        self._chain_states[chain_id] = (now, row)
+        return row
+
+
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.corlens
     return state
 
@@ -63,7 +80,7 @@ def get_conn(state: StateDep) -> Iterator[sa.Connection]:
 ConnDep = Annotated[sa.Connection, Depends(get_conn)]
 
 
-def get_chain(
+async def get_chain(
     state: StateDep,
     chain: Annotated[str, Path(description="A configured chain name", max_length=64)],
 ) -> ChainConfig:

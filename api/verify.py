@@ -165,17 +165,24 @@ def check_step(
         log.block_hash
     ):
         moved = "" if log.block_number == num else f"; the transaction is now in block {num}"
-        return StepCheck("reorged", None, when,
-                         f"stored block {log.block_number} is no longer canonical{moved}",
-                         (Difference(field="block_hash", stored=log.block_hash, chain=bh),))
-    diffs = [Difference(field="block_number", stored=n, chain=num)
-             for n in dict.fromkeys((s.block_number, log.block_number if log else num))
-             if n != num][:1]
+        return StepCheck(
+            "reorged",
+            None,
+            when,
+            f"stored block {log.block_number} is no longer canonical{moved}",
+            (Difference(field="block_hash", stored=log.block_hash, chain=bh),),
+        )
+    diffs = [
+        Difference(field="block_number", stored=n, chain=num)
+        for n in dict.fromkeys((s.block_number, log.block_number if log else num))
+        if n != num
+    ][:1]
     diffs += _log_diffs(s, receipt)
     if diffs:
         named = ", ".join(d.field for d in diffs)
-        return StepCheck("mismatch", fin, when, f"stored values differ from the chain: {named}",
-                         tuple(diffs))
+        return StepCheck(
+            "mismatch", fin, when, f"stored values differ from the chain: {named}", tuple(diffs)
+        )
     if fin == "finalized":
         return StepCheck("verified", fin, when, "matches the chain; block finalized")
     return StepCheck("pending", fin, when, f"matches the chain; block is {fin}, not finalized")
@@ -185,14 +192,18 @@ def _log_diffs(s: StoredStep, receipt: Json) -> list[Difference]:
     """What differs between the step's stored log and the receipt's logs."""
     raw = receipt.get("logs")
     chain_logs = {
-        i: lg for lg in (raw if isinstance(raw, list) else [])
+        i: lg
+        for lg in (raw if isinstance(raw, list) else [])
         if isinstance(lg, dict) and (i := _int(lg.get("logIndex"))) is not None
     }
     at = chain_logs.get(s.log_index)
     log = s.log
     if log is None:
-        summary = {"address": _low(at.get("address")), "topic0": (at.get("topics") or [None])[0]
-                   } if at else None
+        summary = (
+            {"address": _low(at.get("address")), "topic0": (at.get("topics") or [None])[0]}
+            if at
+            else None
+        )
         return [Difference(field="log", stored=None, chain=summary)]
     diffs: list[Difference] = []
     want = (log.address.lower(), tuple(t.lower() for t in log.topics), log.data.lower())
@@ -205,15 +216,21 @@ def _log_diffs(s: StoredStep, receipt: Json) -> list[Difference]:
     elif at is None:
         diffs.append(Difference(field="log_index", stored=s.log_index, chain=None))
     else:
-        for name, mine, theirs in zip(("address", "topics", "data"), want, _content(at),
-                                      strict=True):
+        for name, mine, theirs in zip(
+            ("address", "topics", "data"), want, _content(at), strict=True
+        ):
             if mine != theirs:
                 diffs.append(Difference(field=name, stored=_json(mine), chain=_json(theirs)))
     if log.event != s.event:
         diffs.append(Difference(field="event", stored=s.event, chain=log.event))
     if (log.session_id, log.task_id) not in ((s.session_id, s.task_id), (None, None)):
-        diffs.append(Difference(field="task", stored=f"{s.session_id}/{s.task_id}",
-                                chain=f"{log.session_id}/{log.task_id}"))
+        diffs.append(
+            Difference(
+                field="task",
+                stored=f"{s.session_id}/{s.task_id}",
+                chain=f"{log.session_id}/{log.task_id}",
+            )
+        )
     return diffs
 
 
@@ -277,8 +294,9 @@ async def _tags_and(
         res = await rpc.batch([("eth_blockNumber", []), *calls])
     head = _int(res[0])
     if head is None:
-        raise RpcError(None, "eth_blockNumber answered no quantity", "eth_blockNumber",
-                       chain.rpc_urls[0])
+        raise RpcError(
+            None, "eth_blockNumber answered no quantity", "eth_blockNumber", chain.rpc_urls[0]
+        )
     if tagged:
         safe, fin = (_int((_obj(b) or {}).get("number")) for b in res[1:3])
         res = res[3:]
@@ -300,7 +318,9 @@ class Verification:
 
 
 async def verify_steps(
-    rpc: RpcClient, chain: ChainConfig, steps: Sequence[StoredStep],
+    rpc: RpcClient,
+    chain: ChainConfig,
+    steps: Sequence[StoredStep],
     cache: VerifyCache | None = None,
 ) -> Verification:
     """Check ``steps`` against the chain. Raises :class:`~indexer.errors.RpcUnavailable` or
@@ -312,17 +332,22 @@ async def verify_steps(
     txs = sorted({s.tx_hash for s in todo})
     nums = sorted({s.block_number for s in todo} | {s.log.block_number for s in todo if s.log})
     tags, res = await _tags_and(
-        rpc, chain,
+        rpc,
+        chain,
         [("eth_getTransactionReceipt", [h]) for h in txs]
         + [("eth_getBlockByNumber", [hex(n), False]) for n in nums],
     )
     receipts = {h: _obj(r) for h, r in zip(txs, res[: len(txs)], strict=True)}
-    headers = {n: _obj(b) for n, b in zip(nums, res[len(txs):], strict=True)}
-    more = sorted({n for r in receipts.values()
-                   if r and (n := _int(r.get("blockNumber"))) is not None and n not in headers})
+    headers = {n: _obj(b) for n, b in zip(nums, res[len(txs) :], strict=True)}
+    more = sorted(
+        {
+            n
+            for r in receipts.values()
+            if r and (n := _int(r.get("blockNumber"))) is not None and n not in headers
+        }
+    )
     if more:
-        headers.update({n: _obj(b) for n, b in zip(more, await rpc.get_blocks(more),
-                                                   strict=True)})
+        headers.update({n: _obj(b) for n, b in zip(more, await rpc.get_blocks(more), strict=True)})
     results = []
     for s in steps:
         check = cached.get(s)

@@ -37,7 +37,8 @@ def make_engine(url: str, **kw: Any) -> sa.Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, **kw)
+    kw.setdefault("pool_pre_ping", True)
+    return sa.create_engine(url, **kw)
 
 
 def alembic_config(url: str) -> Config:
