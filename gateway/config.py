@@ -18,7 +18,7 @@ Every key has a ``CORLENS_GATEWAY__*`` environment variable (the loader maps
       on_redis_failure: local           # local | reject
       queue: {max_depth: 100, timeout: 10}
       cooldown: {failures: 3, seconds: 10}   # consecutive failures -> session skipped
-      redis_timeout: 0.25                     # every Redis call is bounded by this
+      redis_timeout: 0.5                      # every Redis call is bounded by this
       breaker: {failures: 3, cooloff: 2}      # Redis circuit breaker
       upstream: {connect_timeout: 2, timeout: 60, max_connections: 200, keepalive: 50}
       accounting: {flush_interval: 0.5, batch_size: 500}
@@ -144,7 +144,7 @@ class GatewayConfig(_Strict):
     wait_timeout: float = Field(default=5.0, ge=0)
     lease_ttl: float = Field(default=15.0, gt=0)
     on_redis_failure: Literal["local", "reject"] = "local"
-    redis_timeout: float = Field(default=0.25, gt=0)  # bound on every Redis call
+    redis_timeout: float = Field(default=0.5, gt=0)  # bound on every Redis call
     redis_prefix: str = "corlens:gw:"  # replicas sharing this prefix share capacity
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)

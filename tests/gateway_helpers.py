@@ -5,6 +5,7 @@ private ``redis-server`` a test may stop and restart."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -216,3 +217,85 @@ class RedisServer:
 async def router_max(router: RouterServer) -> dict[int, int]:
     """The highest concurrency the router saw per session (its own record)."""
     return {s: st.max_inflight for s, st in router.app.stats.items()}
+
+
+class RouterProcess:
+    """``python -m devnet.routers`` as a child process (its own interpreter: load tests keep
+    the router off the test's GIL). Stats and control over HTTP."""
+
+    def __init__(self, sessions: list[int], *, latency: float = 0.02, tokens: int = 8,
+                 gap: float = 0.0, token: str | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._args = [sys.executable, "-m", "devnet.routers", "--port", str(self.port),
+                      "--sessions", ",".join(map(str, sessions)), "--latency", str(latency),
+                      "--tokens", str(tokens), "--gap", str(gap)]
+        if token:
+            self._args += ["--token", token]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RouterProcess:
+        self.proc = subprocess.Popen(self._args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.url + "/stats", timeout=1)
+                return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("router process did not start")
+
+    def stats(self) -> dict[int, dict[str, int]]:
+        data = httpx.get(self.url + "/stats", timeout=5).json()["sessions"]
+        return {int(s): v for s, v in data.items()}
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> RouterProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def stream_and_leave(host: str, port: int, key: str, body: bytes,
+                           timeout: float = 30) -> bool:
+    """One raw HTTP/1.1 streaming request that reads until the first SSE event, then hangs up
+    (a plain socket: a thousand of these cost the test little CPU)."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host, port)
+    try:
+        async with asyncio.timeout(timeout):
+            return await _first_event(reader, writer, key, body)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def _first_event(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: str,
+                       body: bytes) -> bool:
+    writer.write(
+        b"POST /v1/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: "
+        + str(len(body)).encode() + b"\r\n\r\n" + body)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        return False
+    data = b""
+    while b"data: {" not in data:
+        chunk = await reader.read(4096)
+        if not chunk:
+            return False
+        data += chunk
+    return True
