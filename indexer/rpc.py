@@ -49,6 +49,10 @@ _TRANSIENT_TEXT = re.compile(
 )
 
 
+# JSON-RPC batch requests in flight at once for one large batch() call.
+BATCH_CONCURRENCY = 4
+
+
 class _Transient(Exception):
     """One attempt failed in a way that another attempt (maybe at another URL) may not."""
 
@@ -125,10 +129,18 @@ class RpcClient:
 
         Items that fail transiently are re-sent; a final error raises :class:`RpcError` for it.
         """
-        results: list[Any] = []
-        for lo in range(0, len(calls), self._max_batch):
-            results += await self._batch_chunk(calls[lo : lo + self._max_batch])
-        return results
+        chunks = [calls[lo : lo + self._max_batch] for lo in range(0, len(calls), self._max_batch)]
+        if len(chunks) == 1:
+            return await self._batch_chunk(chunks[0])
+        # Chunks go out concurrently (bounded), so a large lookup costs a few round trips.
+        sem = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+        async def one(chunk: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+            async with sem:
+                return await self._batch_chunk(chunk)
+
+        parts = await asyncio.gather(*(one(c) for c in chunks))
+        return [r for part in parts for r in part]
 
     async def chain_id(self) -> int:
         return int(await self.call("eth_chainId"), 16)

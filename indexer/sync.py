@@ -32,6 +32,10 @@ ADDRESS_GETTERS = {
 }
 
 
+# Blocks in the first eth_getLogs range; the planner grows it while answers stay small.
+INITIAL_RANGE = 200
+
+
 @dataclass(frozen=True)
 class Advanced:
     from_block: int
@@ -90,8 +94,9 @@ class ChainIndexer:
         self.registry = Registry()
         self.addresses: dict[str, str] = {}
         self.sessions: SessionReader | None = None
+        # Start small and grow: the first answer on a dense chain cannot blow the memory bound.
         self.planner = LogRangePlanner(
-            initial=min(2000, chain.max_block_range), maximum=chain.max_block_range
+            initial=min(INITIAL_RANGE, chain.max_block_range), maximum=chain.max_block_range
         )
         self.start_block = chain.start_block
 
