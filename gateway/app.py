@@ -16,7 +16,6 @@ import os
 import socket
 from collections.abc import AsyncIterator
 
-import httpx
 from fastapi import APIRouter, FastAPI
 from redis.asyncio import Redis
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -54,7 +53,6 @@ class Gateway:
         admin_token: str | None,
         verify_base_url: str | None = None,
         replica_id: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         from gateway.upstream import RouterClient
 
@@ -68,7 +66,7 @@ class Gateway:
         self.tracker: PoolTracker = make_gateway_tracker(
             config, self.pools, redis_url, lease_prefix=self.replica_id
         )
-        self.upstream = RouterClient(config.upstream, transport)
+        self.upstream = RouterClient(config.upstream)
         self.recorder = Recorder(self.store, config.accounting)
         self.leases = LeaseKeeper(self.tracker, config.renew_interval, self.metrics)
         self.forwarder = Forwarder(

@@ -20,7 +20,7 @@ Every key has a ``CORLENS_GATEWAY__*`` environment variable (the loader maps
       cooldown: {failures: 3, seconds: 10}   # consecutive failures -> session skipped
       redis_timeout: 0.5                      # every Redis call is bounded by this
       breaker: {failures: 3, cooloff: 2}      # Redis circuit breaker
-      upstream: {connect_timeout: 2, timeout: 60, max_connections: 200, keepalive: 50}
+      upstream: {connect_timeout: 2, timeout: 60, max_connections: 200}
       accounting: {flush_interval: 0.5, batch_size: 500}
       key_cache_ttl: 2                        # a replica trusts a key lookup this long
 """
@@ -130,8 +130,7 @@ class BreakerConfig(_Strict):
 class UpstreamConfig(_Strict):
     connect_timeout: float = Field(default=2.0, gt=0)
     timeout: float = Field(default=60.0, gt=0)  # whole answer; streams: first byte and gaps
-    max_connections: int = Field(default=200, ge=1)  # per router URL
-    keepalive: int = Field(default=50, ge=0)
+    max_connections: int = Field(default=200, ge=1)  # per session (capped at max_inflight + 2)
 
 
 class AccountingConfig(_Strict):

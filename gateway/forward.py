@@ -14,17 +14,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from starlette.responses import JSONResponse, Response
 
 from gateway.accounting import Recorder
 from gateway.capacity.base import Lease
 from gateway.errors import ApiError, UpstreamError
+from gateway.http1 import Response as UpstreamResponse
 from gateway.leases import LeaseKeeper
 from gateway.metrics import Metrics
 from gateway.pools import Pool
 from gateway.streaming import DONE, LeasedStream, chat_chunk, sse
-from gateway.upstream import RouterClient, event_data, sse_events, translate
+from gateway.upstream import RouterClient, event_data, sse_events
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Forwarder:
                 self._usage(call, data)
                 out = self._shape(call, lease, data)
             finally:
-                await self.leases.release(lease)
+                self.leases.release_soon(lease)
         finally:
             self.metrics.inflight -= 1
         self.finish(call, "ok", 200)
@@ -165,12 +165,13 @@ class Forwarder:
 
         return LeasedStream(relay, on_close, headers=self.headers(call, lease))
 
-    async def _relay(self, call: Call, resp: httpx.Response, state: dict[str, Any]
+    async def _relay(self, call: Call, resp: UpstreamResponse, state: dict[str, Any]
                      ) -> AsyncGenerator[bytes, None]:
         chat = call.endpoint == "chat.completions"
         chunks = 0
         try:
-            async for event in sse_events(resp.aiter_raw()):
+            where = call.lease.session.label if call.lease else "?"
+            async for event in sse_events(self.upstream.stream_chunks(resp, where)):
                 if call.ttfb is None:
                     call.ttfb = time.perf_counter() - call.t0
                 data = event_data(event)
@@ -192,8 +193,7 @@ class Forwarder:
                         event = sse(chat_chunk(parsed, chunk_id="chatcmpl-" + call.request_id,
                                                model=call.model, first=chunks == 1))
                 yield event
-        except httpx.HTTPError as e:
-            err = translate(e, call.lease.session.label if call.lease else "?")
+        except UpstreamError as err:
             state["error"] = err
             yield sse(err.to_api().body())
         if call.completion_tokens is None:

@@ -41,6 +41,7 @@ class LeaseKeeper:
         self.live: dict[str, Lease] = {}
         self._failing: set[str] = set()  # sessions this replica reported a failure for
         self._task: asyncio.Task[None] | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         if self._task is None:
@@ -49,6 +50,8 @@ class LeaseKeeper:
     async def stop(self) -> None:
         task, self._task = self._task, None
         await stop(task)
+        if self._releasing:
+            await asyncio.gather(*self._releasing)
 
     async def _renew_loop(self) -> None:
         while True:
@@ -106,6 +109,14 @@ class LeaseKeeper:
             if key in self._failing:
                 await self.report(key, True)
             return lease, result
+
+    def release_soon(self, lease: Lease) -> None:
+        """Release in a task of its own, so the answer does not wait for the tracker (the
+        slot is freed a moment after the router finished: still never over the limit)."""
+        self.live.pop(lease.lease_id, None)
+        task = asyncio.create_task(self.release(lease))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     async def release(self, lease: Lease) -> None:
         """Free the lease's slot; shielded from cancellation and bounded in time."""

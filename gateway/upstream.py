@@ -1,9 +1,11 @@
 """The only code that talks to Cortensor router nodes: ``POST {router_url}/api/v1/completions/
 {session_id}`` with the router's bearer token.
 
-One ``httpx.AsyncClient`` per router URL, with explicit limits and timeouts; tests may inject a
-transport. Transport failures are translated into :class:`UpstreamError` here, once:
-``connect`` means nothing reached the router (the caller may retry on another session).
+One connection pool per upstream session (:mod:`gateway.http1`), sized to the session's
+``max_inflight`` (a lease caps a replica's concurrent requests to a session at that), with
+explicit connect and answer timeouts. Transport failures are translated into
+:class:`UpstreamError` here, once: ``connect`` means nothing reached the router (the caller may
+retry on another session).
 """
 
 from __future__ import annotations
@@ -13,73 +15,65 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from gateway.capacity.base import SessionSlot
 from gateway.config import UpstreamConfig
 from gateway.errors import UpstreamError
+from gateway.http1 import HttpError, Pool, Response
 
 MAX_ERROR_BODY = 2048  # bytes of a router's error answer kept for the client's details
-# Nothing was sent: the connection never opened, or no pooled connection was free in time.
-NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
-def translate(e: httpx.HTTPError | TimeoutError, where: str) -> UpstreamError:
-    if isinstance(e, NOT_SENT):
-        return UpstreamError("connect", f"router {where} unreachable ({type(e).__name__})")
-    if isinstance(e, httpx.TimeoutException | TimeoutError):
+def translate(e: HttpError | TimeoutError, where: str) -> UpstreamError:
+    if isinstance(e, TimeoutError) or e.kind == "timeout":
         return UpstreamError("timeout", f"router {where} timed out")
-    return UpstreamError("protocol", f"router {where} failed ({type(e).__name__})")
+    if e.kind == "connect":
+        return UpstreamError("connect", f"router {where} unreachable ({e})")
+    return UpstreamError("protocol", f"router {where} failed ({e})")
 
 
 class RouterClient:
     """Completions against router sessions."""
 
-    def __init__(
-        self, cfg: UpstreamConfig, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
+    def __init__(self, cfg: UpstreamConfig) -> None:
         self.cfg = cfg
-        self._transport = transport
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._pools: dict[str, Pool] = {}
 
-    def client(self, router_url: str) -> httpx.AsyncClient:
-        c = self._clients.get(router_url)
-        if c is None:
-            c = httpx.AsyncClient(
-                base_url=router_url,
-                transport=self._transport,
-                timeout=httpx.Timeout(
-                    self.cfg.timeout, connect=self.cfg.connect_timeout,
-                    pool=self.cfg.connect_timeout,
-                ),
-                limits=httpx.Limits(
-                    max_connections=self.cfg.max_connections,
-                    max_keepalive_connections=self.cfg.keepalive,
-                ),
-            )
-            self._clients[router_url] = c
-        return c
+    def pool(self, slot: SessionSlot) -> Pool:
+        p = self._pools.get(slot.key)
+        if p is None:
+            size = min(self.cfg.max_connections, slot.max_inflight + 2)
+            p = self._pools[slot.key] = Pool(slot.router_url, size, self.cfg.connect_timeout)
+        return p
 
-    def _request(self, slot: SessionSlot, token: str | None, body: dict[str, Any]
-                 ) -> httpx.Request:
+    async def _send(self, slot: SessionSlot, token: str | None, body: dict[str, Any]
+                    ) -> Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return self.client(slot.router_url).build_request(
-            "POST", f"/api/v1/completions/{slot.session_id}", json=body, headers=headers
-        )
+        raw = json.dumps(body, separators=(",", ":")).encode()
+        path = f"/api/v1/completions/{slot.session_id}"
+        try:
+            return await self.pool(slot).post(path, raw, headers, self.cfg.timeout)
+        except HttpError as e:
+            raise translate(e, slot.label) from None
 
     async def complete(self, slot: SessionSlot, token: str | None, body: dict[str, Any]
                        ) -> dict[str, Any]:
-        """A non-streaming completion: the router's JSON answer."""
+        """A non-streaming completion: the router's JSON answer (all within the timeout)."""
         where = slot.label
         try:
             async with asyncio.timeout(self.cfg.timeout):
-                resp = await self.client(slot.router_url).send(self._request(slot, token, body))
-        except (httpx.HTTPError, TimeoutError) as e:
+                resp = await self._send(slot, token, body)
+                try:
+                    content = await resp.read(self.cfg.timeout)
+                finally:
+                    await resp.aclose()
+        except TimeoutError:
+            raise UpstreamError("timeout", f"router {where} timed out") from None
+        except HttpError as e:
             raise translate(e, where) from None
-        if resp.status_code >= 400:
-            raise _status_error(where, resp.status_code, resp.content)
+        if resp.status >= 400:
+            raise _status_error(where, resp.status, content)
         try:
-            data = resp.json()
+            data = json.loads(content)
         except ValueError:
             raise UpstreamError("protocol", f"router {where} answered non-JSON") from None
         if not isinstance(data, dict):
@@ -87,35 +81,42 @@ class RouterClient:
         return data
 
     async def open_stream(self, slot: SessionSlot, token: str | None, body: dict[str, Any]
-                          ) -> httpx.Response:
+                          ) -> Response:
         """Send a streaming completion and wait for the router's headers (bounded by the
-        upstream timeout). The caller iterates ``resp.aiter_raw()`` and closes the response."""
+        upstream timeout). The caller iterates :func:`stream_chunks` and closes the response."""
         where = slot.label
-        client = self.client(slot.router_url)
         try:
             async with asyncio.timeout(self.cfg.timeout):
-                resp = await client.send(self._request(slot, token, body), stream=True)
-        except (httpx.HTTPError, TimeoutError) as e:
-            raise translate(e, where) from None
-        if resp.status_code >= 400:
+                resp = await self._send(slot, token, body)
+        except TimeoutError:
+            raise UpstreamError("timeout", f"router {where} timed out") from None
+        if resp.status >= 400:
             try:
-                content = await _read_bounded(resp)
-            except httpx.HTTPError:
+                content = await _read_bounded(resp, self.cfg.timeout)
+            except HttpError:
                 content = b""
             finally:
                 await resp.aclose()
-            raise _status_error(where, resp.status_code, content)
+            raise _status_error(where, resp.status, content)
         return resp
 
+    async def stream_chunks(self, resp: Response, where: str) -> AsyncIterator[bytes]:
+        """The body of a streaming answer; a failure raises :class:`UpstreamError`."""
+        try:
+            async for chunk in resp.chunks(self.cfg.timeout):
+                yield chunk
+        except HttpError as e:
+            raise translate(e, where) from None
+
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for c in clients:
-            await c.aclose()
+        pools, self._pools = list(self._pools.values()), {}
+        for p in pools:
+            p.close()
 
 
-async def _read_bounded(resp: httpx.Response) -> bytes:
+async def _read_bounded(resp: Response, timeout: float) -> bytes:
     out = b""
-    async for chunk in resp.aiter_raw():
+    async for chunk in resp.chunks(timeout):
         out += chunk
         if len(out) >= MAX_ERROR_BODY:
             break
