@@ -160,3 +160,18 @@ def test_keys_commands_and_exit_codes(tmp_path: Path) -> None:
     assert run.returncode == 2 and "gateway.models.m.sessions.0.max_inflight" in run.stderr
     nofile = corlens("keys", "list", "-c", str(tmp_path / "none.yaml"))
     assert nofile.returncode == 2 and "--config" in nofile.stderr
+
+
+def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
+    from indexer.config import load_settings
+
+    cfg = write_config(tmp_path / "c.yaml", {"models": {"m": {"sessions": [
+        {**SESSION, "router_token": "${ROUTER_TOKEN}"}]}}}, db_url="sqlite:///x.db",
+        redis_url=None)
+    env = {"ROUTER_TOKEN": "secret", "CORLENS_GATEWAY__WAIT_TIMEOUT": "2.5",
+           "CORLENS_GATEWAY__QUEUE__MAX_DEPTH": "7", "CORLENS_GATEWAY__ON_REDIS_FAILURE": "reject",
+           "CORLENS_GATEWAY__UPSTREAM__TIMEOUT": "9", "CORLENS_GATEWAY__BREAKER__COOLOFF": "3"}
+    g = load_gateway_config(load_settings(str(cfg), env=env).gateway)
+    assert (g.wait_timeout, g.queue.max_depth, g.on_redis_failure) == (2.5, 7, "reject")
+    assert (g.upstream.timeout, g.breaker.cooloff) == (9.0, 3.0)
+    assert g.models["m"].sessions[0].router_token == "secret"
