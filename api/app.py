@@ -96,13 +96,14 @@ READ_POOL = 40
 
 
 def read_engine(url: str) -> sa.Engine:
-    """The API's engine: reads only, autocommit (no BEGIN/ROLLBACK round trips), a pool as large
-    as the threadpool, recycled instead of pinged on every checkout."""
+    """The API's engine: a pool as large as the threadpool, recycled instead of pinged on every
+    checkout. (Not autocommit: the CSV and audit paths stream with server-side cursors, which
+    PostgreSQL allows only inside a transaction.)"""
     if url.startswith("sqlite"):
         return make_engine(url)
     return make_engine(
         url, pool_size=READ_POOL, max_overflow=0, pool_pre_ping=False, pool_recycle=300
-    ).execution_options(isolation_level="AUTOCOMMIT")
+    )
 
 
 class TimingMiddleware:
