@@ -234,6 +234,29 @@ def demo(
         raise fail(1, str(e)) from None
 
 
+def _gateway_hooks() -> Any:
+    """How the gateway's commands load settings and check the schema."""
+    from gateway.cli import CliHooks, SettingsProblem
+    from indexer.db import ensure_schema, make_engine
+
+    def load(path: str | None) -> Settings:
+        try:
+            return load_settings(path)
+        except ConfigError as e:
+            raise SettingsProblem(f"config {e}") from None
+
+    def prepare(url: str) -> None:
+        engine = make_engine(url)
+        try:
+            ensure_schema(url, engine)
+        except ConfigError as e:
+            raise SettingsProblem(f"config {e}", 1 if "upgrade" in e.problem else 2) from None
+        finally:
+            engine.dispose()
+
+    return CliHooks(load=load, prepare=prepare)
+
+
 def _register_commands() -> None:
     from api.cli_audit import register as register_audit
     from api.cli_verify import register as register_verify
@@ -241,7 +264,7 @@ def _register_commands() -> None:
 
     register_verify(app)
     register_audit(app)
-    register_gateway(app)
+    register_gateway(app, _gateway_hooks())
 
 
 _register_commands()

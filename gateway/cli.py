@@ -7,9 +7,9 @@
 Exit status: 0 success, 2 bad usage or configuration (the message names the option or key),
 1 a failure at run time.
 
-Settings come through a :class:`CliHooks` the composition root passes to :func:`register`
-(loading the config file and checking the schema are not the gateway's business); without
-one, the hooks load them through the indexer's config module, imported lazily here only.
+Settings come through a :class:`CliHooks` the composition root (api.cli) passes to
+:func:`register`: loading the config file and checking the schema are not the gateway's
+business.
 """
 
 from __future__ import annotations
@@ -59,39 +59,15 @@ class CliHooks:
     prepare: Callable[[str], None]
 
 
-def _default_hooks() -> CliHooks:
-    def load(path: str | None) -> GatewaySettings:
-        from indexer.config import load_settings
-        from indexer.errors import ConfigError
-
-        try:
-            return load_settings(path)
-        except ConfigError as e:
-            raise SettingsProblem(f"config {e}") from None
-
-    def prepare(url: str) -> None:
-        from indexer.db import ensure_schema, make_engine
-        from indexer.errors import ConfigError
-
-        engine = make_engine(url)
-        try:
-            ensure_schema(url, engine)
-        except ConfigError as e:
-            raise SettingsProblem(f"config {e}", 1 if "upgrade" in e.problem else 2) from None
-        finally:
-            engine.dispose()
-
-    return CliHooks(load=load, prepare=prepare)
-
-
 def fail(code: int, message: str) -> typer.Exit:
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
-def register(app: typer.Typer, hooks: CliHooks | None = None) -> None:
-    """Add ``gateway`` and ``keys`` to the main CLI."""
-    h = hooks or _default_hooks()
+def register(app: typer.Typer, hooks: CliHooks) -> None:
+    """Add ``gateway`` and ``keys`` to the main CLI; ``hooks`` load settings and check the
+    schema (the composition root supplies them, so the gateway never imports the indexer)."""
+    h = hooks
     keys_app = typer.Typer(no_args_is_help=True, help="Gateway API keys.")
     app.add_typer(keys_app, name="keys")
 

@@ -8,6 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
+import gateway.models  # noqa: F401
 import indexer.models  # noqa: F401
 from indexer.db import current_revision, ensure_schema, head_revision, make_engine, upgrade
 from indexer.errors import ConfigError
