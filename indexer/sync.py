@@ -32,6 +32,8 @@ ADDRESS_GETTERS = {
 }
 
 
+# eth_getLogs ranges one step may take (progress is reported between steps).
+RANGES_PER_STEP = 8
 # Blocks in the first eth_getLogs range; the planner grows it while answers stay small.
 INITIAL_RANGE = 200
 
@@ -185,19 +187,39 @@ class ChainIndexer:
         if start > end:
             self.store.promote(self.chain_id, head, safe, finalized)
             return Waiting(head)
-        lo, hi = self.planner.next_range(start, end)
         total = 0
-        async for a, b, logs in fetch_logs(
-            self.rpc, self.planner, addresses=self.registry.addresses, topics=None, start=lo, end=hi
-        ):
-            batch = await self._batch(
-                a, b, logs, st.cursor_hash if a == start else None, head, safe, finalized
-            )
-            if batch is None:  # the chain moved under us; the next step sorts it out
-                return Advanced(a, a - 1, total)
-            total += self.store.write_batch(batch)
-            st.cursor_hash = batch.to_hash
-        return Advanced(lo, hi, total)
+        parent = st.cursor_hash
+        pos = start
+        pending: asyncio.Future[int] | None = None
+        try:
+            for _ in range(RANGES_PER_STEP):
+                if pos > end:
+                    break
+                lo, hi = self.planner.next_range(pos, end)
+                async for a, b, logs in fetch_logs(
+                    self.rpc,
+                    self.planner,
+                    addresses=self.registry.addresses,
+                    topics=None,
+                    start=lo,
+                    end=hi,
+                ):
+                    # The previous range is written in a thread while this one is fetched.
+                    batch = await self._batch(a, b, logs, parent, head, safe, finalized)
+                    if pending is not None:
+                        total += await pending
+                        pending = None
+                    if batch is None:  # the chain moved under us; the next step sorts it out
+                        return Advanced(start, a - 1, total)
+                    pending = asyncio.ensure_future(
+                        asyncio.to_thread(self.store.write_batch, batch)
+                    )
+                    parent = batch.to_hash
+                pos = hi + 1
+        finally:
+            if pending is not None:
+                total += await pending
+        return Advanced(start, pos - 1, total)
 
     async def _batch(
         self,
