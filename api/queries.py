@@ -23,18 +23,20 @@ from indexer.models import (
     Task,
     TaskMiner,
     TaskStep,
+    table,
 )
 
 Row = dict[str, Any]
 
 
-def _t(model: Any) -> sa.Table:
-    return model.__table__  # type: ignore[no-any-return]
-
-
-CHAIN, BLOCK, EVENT = _t(ChainState), _t(Block), _t(Event)
-SESSION, TASK, STEP, MINER = _t(Session), _t(Task), _t(TaskStep), _t(TaskMiner)
-ROUND, ROUND_STEP, NODE, PAYMENT = _t(NetworkTask), _t(NetworkTaskStep), _t(Node), _t(Payment)
+CHAIN, BLOCK, EVENT = table(ChainState), table(Block), table(Event)
+SESSION, TASK, STEP, MINER = table(Session), table(Task), table(TaskStep), table(TaskMiner)
+ROUND, ROUND_STEP, NODE, PAYMENT = (
+    table(NetworkTask),
+    table(NetworkTaskStep),
+    table(Node),
+    table(Payment),
+)
 
 
 def chain_state(conn: sa.Connection, chain_id: int) -> Row | None:

@@ -16,6 +16,11 @@ from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstrain
 from sqlmodel import Field, SQLModel
 
 
+def table(model: Any) -> Any:
+    """The Core ``Table`` of a SQLModel class (for bulk statements)."""
+    return model.__table__
+
+
 def _big(**kw: Any) -> Any:
     return Field(sa_type=BigInteger, **kw)
 

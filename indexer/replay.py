@@ -24,15 +24,12 @@ from indexer.models import (
     Task,
     TaskMiner,
     TaskStep,
+    table,
 )
 from indexer.project import Projector
 
 if TYPE_CHECKING:
     from indexer.store import Store
-
-
-def _t(model: Any) -> sa.Table:
-    return model.__table__  # type: ignore[no-any-return]
 
 
 def row_to_event(r: Any) -> DecodedEvent:
@@ -57,7 +54,7 @@ def row_to_event(r: Any) -> DecodedEvent:
 
 def rollback_in(store: Store, conn: sa.Connection, chain_id: int, fork: int) -> int:
     """Inside the caller's transaction: remove rows above ``fork`` and rebuild touched keys."""
-    e = _t(Event)
+    e = table(Event)
     above = (e.c.chain_id == chain_id) & (e.c.block_number > fork)
     tasks = {
         (int(s), int(t))
@@ -103,22 +100,22 @@ def rollback_in(store: Store, conn: sa.Connection, chain_id: int, fork: int) -> 
         (Block, "number"),
         (Payment, "block_number"),
     ):
-        t = _t(model)
+        t = table(model)
         conn.execute(t.delete().where(t.c.chain_id == chain_id, t.c[col] > fork))
     for sid, tid in tasks:
-        for t in (_t(Task), _t(TaskStep), _t(TaskMiner)):
+        for t in (table(Task), table(TaskStep), table(TaskMiner)):
             conn.execute(
                 t.delete().where(
                     t.c.chain_id == chain_id, t.c.session_id == sid, t.c.task_id == tid
                 )
             )
-    for t in (_t(NetworkTask), _t(NetworkTaskStep)):
+    for t in (table(NetworkTask), table(NetworkTaskStep)):
         if rounds:
             conn.execute(t.delete().where(t.c.chain_id == chain_id, t.c.round_id.in_(rounds)))
-    n = _t(Node)
+    n = table(Node)
     if nodes:
         conn.execute(n.delete().where(n.c.chain_id == chain_id, n.c.address.in_(nodes)))
-    s = _t(Session)
+    s = table(Session)
     if sessions:
         conn.execute(
             s.update()
@@ -142,7 +139,7 @@ def rollback_in(store: Store, conn: sa.Connection, chain_id: int, fork: int) -> 
         )
     if conds:
         proj = Projector(chain_id)
-        b = _t(Block)
+        b = table(Block)
         rows = conn.execute(
             sa.select(e, b.c.timestamp)
             .outerjoin(b, (b.c.chain_id == e.c.chain_id) & (b.c.number == e.c.block_number))

@@ -32,9 +32,11 @@ from indexer.models import (
     Task,
     TaskMiner,
     TaskStep,
+    table,
 )
 from indexer.project import Projector, Row, keys_of
 
+CHAIN_T = table(ChainState)
 # Columns a session snapshot does not carry, for a session first seen through its snapshot.
 SESSION_DEFAULTS: dict[str, Any] = {"miners": [], "active": True}
 # (session, task) pairs per lookup: two parameters each, under SQLite's limit of 32766.
@@ -83,10 +85,6 @@ class Batch:
     finalized: int | None = None
 
 
-def _t(model: Any) -> sa.Table:
-    return model.__table__  # type: ignore[no-any-return]
-
-
 def _chunks(seq: Sequence[Any], n: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
@@ -100,7 +98,7 @@ class Store:
     # -- helpers ---------------------------------------------------------------------------
     def _insert(self, model: Any) -> Any:
         mod = postgresql if self.dialect == "postgresql" else sqlite
-        return mod.insert(_t(model))
+        return mod.insert(table(model))
 
     def _upsert(
         self,
@@ -113,8 +111,8 @@ class Store:
         ``insert_defaults`` fill the others when the row is new."""
         if not rows:
             return
-        table = _t(model)
-        pk = [c.name for c in table.primary_key.columns]
+        tbl = table(model)
+        pk = [c.name for c in tbl.primary_key.columns]
         ins = self._insert(model)
         cols = [c for c in rows[0] if c not in pk]
         if insert_defaults:
@@ -131,7 +129,9 @@ class Store:
     def state(self, chain_id: int) -> ChainState | None:
         with self.engine.connect() as conn:
             row = (
-                conn.execute(sa.select(_t(ChainState)).where(_t(ChainState).c.chain_id == chain_id))
+                conn.execute(
+                    sa.select(table(ChainState)).where(table(ChainState).c.chain_id == chain_id)
+                )
                 .mappings()
                 .first()
             )
@@ -169,7 +169,7 @@ class Store:
     # -- the write path --------------------------------------------------------------------
     def write_batch(self, batch: Batch) -> int:
         """Commit one range. Returns the number of new events stored."""
-        ev_t = _t(Event)
+        ev_t = table(Event)
         with self.engine.begin() as conn:
             existing = set(
                 conn.execute(
@@ -217,7 +217,7 @@ class Store:
             )
             self._project(conn, batch.chain_id, new)
             self._upsert(conn, Session, batch.sessions, SESSION_DEFAULTS)
-            st = _t(ChainState)
+            st = table(ChainState)
             values: dict[str, Any] = {
                 "cursor_block": batch.to_block,
                 "cursor_hash": batch.to_hash,
@@ -299,9 +299,9 @@ class Store:
             if e.contract == "NodePool" and k.subject is not None:
                 nodes.add(k.subject)
         task_targets: tuple[tuple[sa.Table, dict[Any, Row], str | None], ...] = (
-            (_t(Task), proj.tasks, None),
-            (_t(TaskStep), proj.steps, "step"),
-            (_t(TaskMiner), proj.miners, "miner"),
+            (table(Task), proj.tasks, None),
+            (table(TaskStep), proj.steps, "step"),
+            (table(TaskMiner), proj.miners, "miner"),
         )
         keys = sorted(task_keys)
         for tbl, target, key in task_targets:
@@ -315,8 +315,8 @@ class Store:
                     k2 = (row["session_id"], row["task_id"])
                     target[(*k2, row[key]) if key else k2] = row
         other: tuple[tuple[sa.Table, dict[Any, Row], str, list[Any]], ...] = (
-            (_t(NetworkTask), proj.rounds, "round_id", sorted(rounds)),
-            (_t(Node), proj.nodes, "address", sorted(nodes)),
+            (table(NetworkTask), proj.rounds, "round_id", sorted(rounds)),
+            (table(Node), proj.nodes, "address", sorted(nodes)),
         )
         for tbl, target2, col, ids in other:
             for chunk in _chunks(ids):
@@ -324,7 +324,7 @@ class Store:
                     sa.select(tbl).where(tbl.c.chain_id == cid, tbl.c[col].in_(chunk))
                 ).mappings():
                     target2[r[col]] = dict(r)
-        tbl = _t(NetworkTaskStep)
+        tbl = table(NetworkTaskStep)
         for chunk in _chunks(sorted(rounds)):
             for r in conn.execute(
                 sa.select(tbl).where(tbl.c.chain_id == cid, tbl.c.round_id.in_(chunk))
@@ -348,7 +348,7 @@ class Store:
 
     def _session_facts(self, conn: sa.Connection, proj: Projector) -> None:
         """Event-derived session columns (creation tx, deactivation) on top of snapshots."""
-        tbl = _t(Session)
+        tbl = table(Session)
         for sid, facts in proj.sessions.items():
             exists = conn.execute(
                 sa.select(tbl.c.session_id).where(
@@ -379,7 +379,7 @@ class Store:
     def _promote(
         self, conn: sa.Connection, chain_id: int, safe: int | None, finalized: int | None
     ) -> None:
-        b = _t(Block)
+        b = table(Block)
         if finalized is not None and finalized >= 0:
             conn.execute(
                 b.update()
@@ -397,7 +397,7 @@ class Store:
 
     def promote(self, chain_id: int, head: int, safe: int, finalized: int) -> None:
         """Record the chain's tags and promote stored blocks that they now cover."""
-        st = _t(ChainState)
+        st = table(ChainState)
         with self.engine.begin() as conn:
             conn.execute(
                 st.update()
@@ -414,7 +414,7 @@ class Store:
     # -- reorgs ----------------------------------------------------------------------------
     def recent_blocks(self, chain_id: int, above: int) -> list[tuple[int, str]]:
         """Stored (number, hash) above ``above``, newest first: the reorg search space."""
-        b = _t(Block)
+        b = table(Block)
         with self.engine.connect() as conn:
             return [
                 (int(n), str(h))
@@ -426,7 +426,7 @@ class Store:
             ]
 
     def sessions_touched_above(self, chain_id: int, fork: int) -> list[int]:
-        e = _t(Event)
+        e = table(Event)
         with self.engine.connect() as conn:
             return sorted(
                 int(s)
@@ -456,11 +456,11 @@ class Store:
 
         with self.engine.begin() as conn:
             removed = rollback_in(self, conn, chain_id, fork)
-            s = _t(Session)
+            s = table(Session)
             for sid in dropped_sessions:
                 conn.execute(s.delete().where(s.c.chain_id == chain_id, s.c.session_id == sid))
             self._upsert(conn, Session, sessions, SESSION_DEFAULTS)
-            st = _t(ChainState)
+            st = table(ChainState)
             conn.execute(
                 st.update()
                 .where(st.c.chain_id == chain_id)

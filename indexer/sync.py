@@ -138,10 +138,6 @@ class ChainIndexer:
         for name, getter in ADDRESS_GETTERS.items():
             if name in self.addresses:
                 continue
-            cfg = self.chain.contracts.get(name)
-            if cfg is None and name not in self.chain.contracts:
-                # Resolved even when the config does not list the contract at all.
-                pass
             try:
                 selector, _ = function_selector(session_abi, getter)
                 out = await self.rpc.eth_call(self.addresses["SessionV2"], selector)
@@ -181,7 +177,7 @@ class ChainIndexer:
         if st.cursor_hash and st.cursor_block > finalized:
             block = await self.rpc.get_block(st.cursor_block)
             if block is None or block["hash"] != st.cursor_hash:
-                return await self._handle_reorg(st.cursor_block, finalized)
+                return await self._handle_reorg(st.cursor_block)
         end = min(head, target) if target is not None else head
         start = st.cursor_block + 1
         if start > end:
@@ -270,8 +266,7 @@ class ChainIndexer:
                 "parent_hash": h["parentHash"],
                 "timestamp": int(h["timestamp"], 16),
             }
-        sessions, dropped = await self._snapshots(res.events, b)
-        del dropped
+        sessions, _missing = await self._snapshots(res.events, b)
         return Batch(
             chain_id=self.chain_id,
             name=self.chain.name,
@@ -328,7 +323,7 @@ class ChainIndexer:
         return await self.sessions.snapshots(self.rpc, sorted(touched), block)
 
     # -- reorgs ----------------------------------------------------------------------------
-    async def _handle_reorg(self, cursor: int, finalized: int) -> Reorged:
+    async def _handle_reorg(self, cursor: int) -> Reorged:
         """Find the newest stored block still canonical, roll back to it."""
         floor = max(self.start_block - 1, cursor - self.chain.max_reorg_depth - 1)
         stored = [(n, h) for n, h in self.store.recent_blocks(self.chain_id, floor) if n <= cursor]
@@ -353,7 +348,6 @@ class ChainIndexer:
         if self.sessions is not None and touched and fork >= 0:
             rows, missing = await self.sessions.snapshots(self.rpc, touched, fork)
         removed = self.store.rollback(self.chain_id, fork, fork_hash, rows, missing)
-        del finalized
         return Reorged(fork, removed)
 
     # -- drivers ---------------------------------------------------------------------------
