@@ -13,16 +13,17 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from indexer.config import Settings, load_settings
-from indexer.db import upgrade
 from indexer.errors import ConfigError, IndexerError
-from indexer.sync import Progress
+
+if TYPE_CHECKING:  # command modules load when their command runs: a quick start for each
+    from indexer.sync import Progress
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -181,6 +182,8 @@ def serve(
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Upgrade the database to the newest migration."""
+    from indexer.db import upgrade
+
     s = settings_or_exit(config, require_chains=False)
     try:
         upgrade(s.database_url)
@@ -237,7 +240,6 @@ def demo(
 def _gateway_hooks() -> Any:
     """How the gateway's commands load settings and check the schema."""
     from gateway.cli import CliHooks, SettingsProblem
-    from indexer.db import ensure_schema, make_engine
 
     def load(path: str | None) -> Settings:
         try:
@@ -246,6 +248,8 @@ def _gateway_hooks() -> Any:
             raise SettingsProblem(f"config {e}") from None
 
     def prepare(url: str) -> None:
+        from indexer.db import ensure_schema, make_engine
+
         engine = make_engine(url)
         try:
             ensure_schema(url, engine)

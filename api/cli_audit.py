@@ -11,19 +11,17 @@ from __future__ import annotations
 import asyncio
 import csv
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import sqlalchemy as sa
 import typer
 from rich.markup import escape
 
-from api import queries as q
-from api.links import Links
-from api.routes_payouts import AuditReportOut, build_report, configured_unpaid_after, report_out
-from indexer.config import ChainConfig
-from indexer.db import ensure_schema, make_engine
 from indexer.errors import ConfigError
-from indexer.rpc import RpcClient
+
+if TYPE_CHECKING:  # the API's modules load when the command runs, not with every CLI start
+    from api.routes_payouts import AuditReportOut
+    from indexer.config import ChainConfig
 
 LINK_BASE = "http://127.0.0.1:8000"  # corlens serve's default, for links when no public_url
 CLI_RPC_RETRIES = 2  # a one-shot report should say "RPC unreachable" quickly, not back off long
@@ -81,6 +79,8 @@ def payouts(
 ) -> None:
     """Audit the payouts of one chain: findings with explorer links; exit 1 if any."""
     from api.cli import err, fail, settings_or_exit
+    from api.routes_payouts import configured_unpaid_after
+    from indexer.db import ensure_schema, make_engine
 
     s = settings_or_exit(config)
     try:
@@ -117,6 +117,11 @@ def payouts(
 
 
 async def _run(engine: sa.Engine, chain: ChainConfig, unpaid: int, base: str) -> AuditReportOut:
+    from api import queries as q
+    from api.links import Links
+    from api.routes_payouts import build_report, report_out
+    from indexer.rpc import RpcClient
+
     cid = int(chain.chain_id or 0)
     async with RpcClient(
         chain.rpc_urls, timeout=chain.rpc_timeout, max_retries=CLI_RPC_RETRIES

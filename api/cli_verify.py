@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from api.routes_verify import StepVerification, TaskVerification
+if TYPE_CHECKING:  # loaded when the command runs
+    from api.routes_verify import StepVerification, TaskVerification
 
 # serve's default address: where the links point when the config sets no public_url.
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eth_utils.crypto import keccak
+from eth_hash.auto import keccak  # eth_utils' own keccak, without eth_utils' import time
 
 from indexer.errors import ConfigError
 
@@ -52,7 +52,7 @@ class EventSpec:
 
     @property
     def topic0(self) -> str:
-        return "0x" + keccak(text=self.signature).hex()
+        return "0x" + keccak(self.signature.encode()).hex()
 
 
 def param_of(raw: dict[str, Any]) -> Param:
@@ -109,7 +109,7 @@ def function_selector(abi: list[dict[str, Any]], name: str) -> tuple[str, dict[s
     for item in abi:
         if item.get("type") == "function" and item.get("name") == name:
             sig = f"{name}({','.join(param_of(p).canonical_type() for p in item['inputs'])})"
-            return "0x" + keccak(text=sig)[:4].hex(), item
+            return "0x" + keccak(sig.encode())[:4].hex(), item
     raise KeyError(name)
 
 

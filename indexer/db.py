@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from indexer.errors import ConfigError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# The newest migration. A database already there is checked with one query and no Alembic
+# import (a tenth of a second of every start); tests/test_migrations.py keeps it equal to
+# Alembic's own head.
+HEAD_REVISION = "0003"
 
 
 def is_sqlite(url: str) -> bool:
@@ -42,6 +45,8 @@ def make_engine(url: str, **kw: Any) -> sa.Engine:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -49,28 +54,41 @@ def alembic_config(url: str) -> Config:
 
 
 def head_revision(url: str) -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
 
 
 def current_revision(engine: sa.Engine) -> str | None:
+    """The revision stamped in the database; None for a database Alembic never touched."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
 def upgrade(url: str) -> None:
     """Bring the database to the newest migration (``corlens db upgrade``)."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), "head")
 
 
 def ensure_schema(url: str, engine: sa.Engine) -> None:
     """SQLite: upgrade in place. PostgreSQL: refuse an outdated schema with what to run."""
-    if is_sqlite(url):
-        upgrade(url)
-        return
     try:
         current = current_revision(engine)
     except sa.exc.OperationalError as e:
         raise ConfigError("database_url", f"cannot connect: {e.orig}") from None
+    if current == HEAD_REVISION:
+        return
+    if is_sqlite(url):
+        from migrations.fresh import create_fresh
+
+        if current is None and create_fresh(engine, HEAD_REVISION):
+            return
+        upgrade(url)
+        return
     head = head_revision(url)
     if current != head:
         raise ConfigError(

@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from eth_abi.abi import decode as abi_decode
-
 from indexer.abi import EventSpec
+from indexer.decode_gen import generate
 from indexer.errors import DecodeError
 
 Value = Any
@@ -185,12 +184,19 @@ class EventDecoder:
                 self.use_fast = False
             self.fast.append((name, s, d))
         self.min_len = 64 * len(body)
+        self._fast_fn = generate(self.topic_decoders, self.fast, _uint) if self.use_fast else None
 
     def _topic(self, dec: WordDecoder | None, topic: str) -> Value:
         # Indexed dynamic values (string, bytes, arrays) are stored as their keccak hash.
         return dec(topic[2:]) if dec is not None else topic
 
     def decode(self, topics: list[str], data: str) -> dict[str, Value]:
+        if self._fast_fn is not None:
+            return self._fast_fn(topics, data)
+        return self.decode_generic(topics, data)
+
+    def decode_generic(self, topics: list[str], data: str) -> dict[str, Value]:
+        """The loop the generated decoder unrolls (and the only path for nested types)."""
         if len(topics) != 1 + len(self.indexed):
             raise DecodeError(f"expected {1 + len(self.indexed)} topics, got {len(topics)}")
         args: dict[str, Value] = {}
@@ -216,6 +222,8 @@ class EventDecoder:
                         raise DecodeError(f"offset of {name} points past the end of data")
                     args[name] = dyn(d, off)
             return args
+        from eth_abi.abi import decode as abi_decode  # rare types only: keep it off the start
+
         try:
             values = abi_decode(self.body_types, bytes.fromhex(d))
         except Exception as e:  # eth-abi raises many unrelated types for one bad input

@@ -8,8 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
 from indexer.config import ChainConfig, Settings
 from indexer.db import ensure_schema, make_engine
 from indexer.errors import IndexerError, RetryableError, RpcError
@@ -127,6 +125,8 @@ async def follow(
                 except IndexerError as e:  # not retryable (a reorg too deep): stop, say why
                     fatal.append(e)
                     stop.set()
+
+            from apscheduler.schedulers.asyncio import AsyncIOScheduler  # follow mode only
 
             sched = AsyncIOScheduler()
             sched.add_job(

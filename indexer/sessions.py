@@ -11,9 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from eth_abi.abi import decode as abi_decode
-from eth_abi.abi import encode as abi_encode
-
 from indexer.abi import function_selector, param_of
 from indexer.errors import DecodeError, RpcError
 from indexer.rpc import RpcClient
@@ -72,7 +69,7 @@ class SessionReader:
                 [
                     {
                         "to": self.address,
-                        "data": self.selector + abi_encode(["uint256"], [sid]).hex(),
+                        "data": self.selector + f"{sid:064x}",  # one uint256 argument
                     },
                     hex(block),
                 ],
@@ -102,6 +99,8 @@ class SessionReader:
         raw = bytes.fromhex(result[2:] if result.startswith("0x") else result)
         if not raw:
             raise DecodeError("empty getSession result")
+        from eth_abi.abi import decode as abi_decode  # loaded on first use, not at start
+
         try:
             (tup,) = abi_decode(self.out_types, raw)
         except Exception as e:  # eth-abi raises many types for one bad input

@@ -9,7 +9,6 @@ events that remain.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from indexer.bulk import BulkWriter
 from indexer.decode import DecodedEvent, Malformed
 from indexer.models import (
     Block,
@@ -34,32 +34,14 @@ from indexer.models import (
     TaskStep,
     table,
 )
-from indexer.project import Projector, Row, keys_of
+from indexer.project import Keys, Projector, Row
+from indexer.rows import EVENT_COLUMNS, event_rows
 
 CHAIN_T = table(ChainState)
 # Columns a session snapshot does not carry, for a session first seen through its snapshot.
 SESSION_DEFAULTS: dict[str, Any] = {"miners": [], "active": True}
 # (session, task) pairs per lookup: two parameters each, under SQLite's limit of 32766.
 TUPLE_CHUNK = 5000
-EVENT_COLUMNS = (
-    "chain_id",
-    "block_number",
-    "block_hash",
-    "tx_hash",
-    "tx_index",
-    "log_index",
-    "address",
-    "contract",
-    "event",
-    "topic0",
-    "args",
-    "topics",
-    "data",
-    "sender",
-    "session_id",
-    "task_id",
-    "subject",
-)
 # Bound parameters per statement stay well under SQLite's 32766 limit.
 IN_CHUNK = 500
 
@@ -83,6 +65,9 @@ class Batch:
     head: int | None = None
     safe: int | None = None
     finalized: int | None = None
+    # ``event_rows(chain_id, events)`` when the caller built them already (the sync loop does,
+    # off the writer's thread); computed by ``write_batch`` otherwise.
+    rows: tuple[list[tuple[Any, ...]], list[Keys]] | None = None
 
 
 def _chunks(seq: Sequence[Any], n: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
@@ -94,6 +79,7 @@ class Store:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self.bulk = BulkWriter(engine.dialect)
 
     # -- helpers ---------------------------------------------------------------------------
     def _insert(self, model: Any) -> Any:
@@ -113,16 +99,22 @@ class Store:
             return
         tbl = table(model)
         pk = [c.name for c in tbl.primary_key.columns]
-        ins = self._insert(model)
         cols = [c for c in rows[0] if c not in pk]
         if insert_defaults:
             rows = [{**insert_defaults, **r} for r in rows]
+        if self.bulk.supports(tbl):
+            only = frozenset(insert_defaults or ()) - set(cols)
+            self.bulk.write(conn, tbl, rows, insert_only=only)
+            return
+        ins = self._insert(model)
         stmt = ins.on_conflict_do_update(index_elements=pk, set_={c: ins.excluded[c] for c in cols})
         for chunk in _chunks(rows, 2000):
             conn.execute(stmt, list(chunk))
 
     def _insert_ignore(self, conn: sa.Connection, model: Any, rows: list[dict[str, Any]]) -> None:
-        if rows:
+        if rows and self.bulk.supports(table(model)):
+            self.bulk.write(conn, table(model), rows, update=False)
+        elif rows:
             for chunk in _chunks(rows, 2000):
                 conn.execute(self._insert(model).on_conflict_do_nothing(), list(chunk))
 
@@ -179,8 +171,13 @@ class Store:
                     )
                 ).all()
             )
-            new = [e for e in batch.events if (e.tx_hash, e.log_index) not in existing]
-            self._store_events(conn, batch.chain_id, new)
+            rows, keys = batch.rows or event_rows(batch.chain_id, batch.events)
+            new = batch.events
+            if existing:
+                keep = [i for i, e in enumerate(new) if (e.tx_hash, e.log_index) not in existing]
+                new = [new[i] for i in keep]
+                rows, keys = [rows[i] for i in keep], [keys[i] for i in keep]
+            self._store_events(conn, rows)
             self._insert_ignore(
                 conn,
                 MalformedLog,
@@ -215,7 +212,7 @@ class Store:
                     for h in batch.headers
                 ],
             )
-            self._project(conn, batch.chain_id, new)
+            self._project(conn, batch.chain_id, new, keys)
             self._upsert(conn, Session, batch.sessions, SESSION_DEFAULTS)
             st = table(ChainState)
             values: dict[str, Any] = {
@@ -237,10 +234,10 @@ class Store:
             self._promote(conn, batch.chain_id, batch.safe, batch.finalized)
         return len(new)
 
-    def _store_events(self, conn: sa.Connection, chain_id: int, events: list[DecodedEvent]) -> None:
-        """Bulk insert of raw events: plain tuples through the driver's executemany (the
-        per-row parameter processing of a Core insert was a fifth of the indexing time)."""
-        if not events:
+    def _store_events(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """Bulk insert of raw event rows (:func:`indexer.rows.event_rows`): plain tuples
+        through the driver's executemany."""
+        if not rows:
             return
         mark = "%s" if self.dialect == "postgresql" else "?"
         sql = (
@@ -248,50 +245,28 @@ class Store:
             f"({', '.join([mark] * len(EVENT_COLUMNS))}) "
             "ON CONFLICT (chain_id, tx_hash, log_index) DO NOTHING"
         )
-        dumps = json.dumps
-        rows = []
-        for e in events:
-            k = keys_of(e)
-            rows.append(
-                (
-                    chain_id,
-                    e.block_number,
-                    e.block_hash,
-                    e.tx_hash,
-                    e.tx_index,
-                    e.log_index,
-                    e.address,
-                    e.contract,
-                    e.event,
-                    e.topic0,
-                    dumps(e.args),
-                    dumps(e.topics),
-                    e.data,
-                    e.sender,
-                    k.session_id,
-                    k.task_id,
-                    k.subject,
-                )
-            )
         for chunk in _chunks(rows, 5000):
             conn.exec_driver_sql(sql, list(chunk))
 
-    def _project(self, conn: sa.Connection, chain_id: int, events: list[DecodedEvent]) -> None:
+    def _project(
+        self, conn: sa.Connection, chain_id: int, events: list[DecodedEvent], keys: list[Keys]
+    ) -> None:
         if not events:
             return
         proj = Projector(chain_id)
-        self._load_for(conn, proj, events)
+        self._load_for(conn, proj, events, keys)
         proj.apply_all(events)
         self._write_projection(conn, proj)
 
-    def _load_for(self, conn: sa.Connection, proj: Projector, events: list[DecodedEvent]) -> None:
-        """Load the current rows of every key the events touch into ``proj``."""
+    def _load_for(
+        self, conn: sa.Connection, proj: Projector, events: list[DecodedEvent], keys: list[Keys]
+    ) -> None:
+        """Load the current rows of every key the events (with their ``keys``) touch."""
         cid = proj.chain_id
         task_keys: set[tuple[int, int]] = set()
         rounds: set[int] = set()
         nodes: set[str] = set()
-        for e in events:
-            k = keys_of(e)
+        for e, k in zip(events, keys, strict=True):
             if k.task_id is not None and k.session_id is not None and e.contract != "CognitiveV1":
                 task_keys.add((k.session_id, k.task_id))
             if e.contract == "CognitiveV1" and k.subject is not None:
@@ -303,11 +278,11 @@ class Store:
             (table(TaskStep), proj.steps, "step"),
             (table(TaskMiner), proj.miners, "miner"),
         )
-        keys = sorted(task_keys)
+        pairs = sorted(task_keys)
         for tbl, target, key in task_targets:
             pair = sa.tuple_(tbl.c.session_id, tbl.c.task_id)
             # One statement per chunk of (session, task) pairs, whatever the number of sessions.
-            for chunk in _chunks(keys, TUPLE_CHUNK):
+            for chunk in _chunks(pairs, TUPLE_CHUNK):
                 for r in conn.execute(
                     sa.select(tbl).where(tbl.c.chain_id == cid, pair.in_(chunk))
                 ).mappings():

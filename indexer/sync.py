@@ -20,6 +20,7 @@ from indexer.decode import DecodedEvent, Registry
 from indexer.errors import ConfigError, ReorgTooDeep, RpcError
 from indexer.project import SENDER_STEPS, SESSION_EVENTS
 from indexer.ranges import LogRangePlanner, fetch_logs
+from indexer.rows import event_rows
 from indexer.rpc import RpcClient
 from indexer.sessions import SessionReader
 from indexer.store import Batch, Store
@@ -267,6 +268,9 @@ class ChainIndexer:
                 "timestamp": int(h["timestamp"], 16),
             }
         sessions, _missing = await self._snapshots(res.events, b)
+        # Senders and session hints are known now: the rows are final, built here rather than
+        # on the writer's thread.
+        built = event_rows(self.chain_id, res.events)
         return Batch(
             chain_id=self.chain_id,
             name=self.chain.name,
@@ -281,6 +285,7 @@ class ChainIndexer:
             head=head,
             safe=safe,
             finalized=finalized,
+            rows=built,
         )
 
     async def _senders(self, events: list[DecodedEvent]) -> dict[str, str]:

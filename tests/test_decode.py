@@ -7,6 +7,7 @@ from eth_abi.abi import encode
 
 from indexer.abi import EventSpec, Param, events_of
 from indexer.decode import EventDecoder, Registry
+from indexer.errors import DecodeError
 from tests.conftest import public_abi
 
 ADDR = "0x" + "ab" * 20
@@ -44,8 +45,25 @@ def test_fast_decoder_matches_eth_abi(typ: str, value: object) -> None:
     dec = EventDecoder(spec)
     assert dec.use_fast
     data = "0x" + encode([typ, "uint256"], [_abi_value(typ, value), 42]).hex()
-    args = dec.decode([spec.topic0, "0x" + (9).to_bytes(32, "big").hex()], data)
+    topics = [spec.topic0, "0x" + (9).to_bytes(32, "big").hex()]
+    args = dec.decode(topics, data)
     assert args == {"id": 9, "x": value, "y": 42}
+    assert dec.decode_generic(topics, data) == args  # the generated code equals its loop
+
+
+def test_generated_decoder_reads_indexed_values_like_the_loop() -> None:
+    """Indexed address, signed int and hashed string; the data part empty."""
+    spec = EventSpec("C", "E", "E", (Param("who", "address", True), Param("n", "int64", True),
+                                     Param("s", "string", True)))
+    dec = EventDecoder(spec)
+    hashed = "0x" + "5e" * 32
+    topics = [spec.topic0, "0x" + "00" * 12 + "ab" * 20, "0x" + "ff" * 32, hashed]
+    want = {"who": ADDR, "n": -1, "s": hashed}
+    assert dec.decode(topics, "0x") == want == dec.decode_generic(topics, "0x")
+    bad = [spec.topic0, "0x" + "01" * 32, "0x" + "ff" * 32, hashed]  # address high bytes set
+    for fn in (dec.decode, dec.decode_generic):
+        with pytest.raises(DecodeError, match="non-zero high bytes"):
+            fn(bad, "0x")
 
 
 def test_fallback_for_tuple_types() -> None:
@@ -79,6 +97,8 @@ def test_malformed_logs_are_recorded_not_raised(topics_extra: list[str], data: s
     out = reg.decode_logs([log, unknown])
     assert out.events == [] and out.unknown == 1
     assert len(out.malformed) == 1 and reason in out.malformed[0].reason
+    with pytest.raises(DecodeError, match=out.malformed[0].reason):  # the loop says the same
+        EventDecoder(spec).decode_generic(log["topics"], data)  # type: ignore[arg-type]
 
 
 def test_same_event_name_on_two_contracts_decodes_by_address() -> None:

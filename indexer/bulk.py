@@ -1,0 +1,112 @@
+"""Bulk upserts as plain tuples through the driver's executemany.
+
+SQLAlchemy Core builds and processes every row's parameters on the way in; on the indexer's
+write path that bookkeeping cost more than the database's own work. :class:`BulkWriter` renders
+one ``INSERT ... ON CONFLICT`` per (table, columns) once and hands the driver tuples, serialising
+JSON columns itself exactly as the Core ``JSON`` type does (``json.dumps``, default separators),
+so rows written either way read back the same. Tables with types this module does not render
+(dates) go through Core.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from operator import itemgetter
+from typing import Any
+
+import sqlalchemy as sa
+
+Row = dict[str, Any]
+# Rows per executemany call: bounds the parameter list held at once.
+CHUNK = 5000
+# Column types passed to the driver as they are (ints, strings, booleans, None) or as JSON text.
+PLAIN = (sa.Integer, sa.String, sa.Boolean, sa.JSON)
+
+
+def _plain(t: Any) -> bool:
+    """A type whose values go to the driver unchanged (or as JSON text). A decorator such as
+    sqlmodel's AutoString counts when it leaves bind values alone."""
+    if isinstance(t, sa.TypeDecorator):
+        if type(t).process_bind_param is not sa.TypeDecorator.process_bind_param:
+            return False
+        t = t.impl_instance
+    return isinstance(t, PLAIN)
+
+
+def _json_text(v: Any) -> str:
+    return json.dumps(v)
+
+
+class BulkWriter:
+    """``upsert`` / ``insert_ignore`` for one dialect (SQLite or PostgreSQL)."""
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        self.mark = "%s" if dialect.name == "postgresql" else "?"
+        self.quote = dialect.identifier_preparer.quote
+        self._plans: dict[
+            tuple[str, tuple[str, ...], bool, frozenset[str]], tuple[str, Callable[[Row], Any]]
+        ] = {}
+
+    def supports(self, tbl: sa.Table) -> bool:
+        return all(_plain(c.type) for c in tbl.columns)
+
+    def _plan(
+        self, tbl: sa.Table, cols: tuple[str, ...], update: bool, insert_only: frozenset[str]
+    ) -> tuple[str, Callable[[Row], Any]]:
+        key = (tbl.name, cols, update, insert_only)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        pk = [c.name for c in tbl.primary_key.columns]
+        q = self.quote
+        sets = [f"{q(c)} = excluded.{q(c)}" for c in cols if c not in pk and c not in insert_only]
+        action = f"DO UPDATE SET {', '.join(sets)}" if update and sets else "DO NOTHING"
+        target = f"ON CONFLICT ({', '.join(q(c) for c in pk)}) " if pk else "ON CONFLICT "
+        sql = (
+            f"INSERT INTO {q(tbl.name)} ({', '.join(q(c) for c in cols)}) "
+            f"VALUES ({', '.join([self.mark] * len(cols))}) {target}{action}"
+        )
+        json_at = [i for i, c in enumerate(cols) if isinstance(tbl.c[c].type, sa.JSON)]
+        pick: Callable[[Row], Any] = itemgetter(*cols)
+        if len(cols) == 1:
+            one = pick
+
+            def pick(r: Row) -> tuple[Any, ...]:
+                return (one(r),)
+
+        if json_at:
+            plain = pick
+
+            def pick(r: Row) -> tuple[Any, ...]:
+                t = list(plain(r))
+                for i in json_at:
+                    t[i] = _json_text(t[i])
+                return tuple(t)
+
+        plan = (sql, pick)
+        self._plans[key] = plan
+        return plan
+
+    def write(
+        self,
+        conn: sa.Connection,
+        tbl: sa.Table,
+        rows: Sequence[Row],
+        *,
+        update: bool = True,
+        insert_only: frozenset[str] = frozenset(),
+    ) -> None:
+        """Insert ``rows`` (dicts with the same keys, all columns of ``tbl``); on a primary-key
+        conflict update the non-key columns they carry but ``insert_only`` (``update``), or
+        skip the row."""
+        if not rows:
+            return
+        cols = tuple(rows[0])
+        unknown = [c for c in cols if c not in tbl.c]
+        if unknown:
+            raise KeyError(f"{tbl.name} has no column {unknown}")
+        sql, get = self._plan(tbl, cols, update, insert_only)
+        params = [get(r) for r in rows]
+        for i in range(0, len(params), CHUNK):
+            conn.exec_driver_sql(sql, params[i : i + CHUNK])

@@ -1,0 +1,78 @@
+"""Raw event rows, built where there is CPU to spare.
+
+The sync loop builds each range's rows (:func:`event_rows`) on the event loop while the previous
+range is written in the store's thread, so the single writer only inserts. Rows are plain tuples
+in :data:`EVENT_COLUMNS` order; ``args`` and ``topics`` are JSON text exactly as the Core ``JSON``
+type writes it (``json.dumps``, default separators).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from indexer.decode import DecodedEvent
+from indexer.project import Keys, keys_of
+
+EventRow = tuple[Any, ...]
+EVENT_COLUMNS = (
+    "chain_id",
+    "block_number",
+    "block_hash",
+    "tx_hash",
+    "tx_index",
+    "log_index",
+    "address",
+    "contract",
+    "event",
+    "topic0",
+    "args",
+    "topics",
+    "data",
+    "sender",
+    "session_id",
+    "task_id",
+    "subject",
+)
+
+
+def topics_json(topics: list[str]) -> str:
+    """``json.dumps`` of a list of ``0x`` hex strings, without its per-call cost. Hex needs no
+    escaping; anything else goes through ``json.dumps``."""
+    if all(t.startswith("0x") and t[2:].isalnum() and t.isascii() for t in topics):
+        return '["' + '", "'.join(topics) + '"]' if topics else "[]"
+    return json.dumps(topics)
+
+
+def event_rows(
+    chain_id: int, events: list[DecodedEvent]
+) -> tuple[list[tuple[Any, ...]], list[Keys]]:
+    """(rows for the ``event`` table, projection keys), both in the order of ``events``."""
+    dumps = json.dumps
+    rows: list[EventRow] = []
+    keys: list[Keys] = []
+    for e in events:
+        k = keys_of(e)
+        keys.append(k)
+        rows.append(
+            (
+                chain_id,
+                e.block_number,
+                e.block_hash,
+                e.tx_hash,
+                e.tx_index,
+                e.log_index,
+                e.address,
+                e.contract,
+                e.event,
+                e.topic0,
+                dumps(e.args),
+                topics_json(e.topics),
+                e.data,
+                e.sender,
+                k.session_id,
+                k.task_id,
+                k.subject,
+            )
+        )
+    return rows, keys
