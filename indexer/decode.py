@@ -169,6 +169,7 @@ class EventDecoder:
 
     def __init__(self, spec: EventSpec) -> None:
         self.spec = spec
+        self.contract, self.name = spec.contract, spec.name
         out_name = {v: k for k, v in spec.arg_names.items()}
         self.indexed = [(out_name.get(p.name, p.name), p) for p in spec.inputs if p.indexed]
         body = [(out_name.get(p.name, p.name), p) for p in spec.inputs if not p.indexed]
@@ -256,19 +257,25 @@ class Registry:
     def decode_logs(self, logs: Iterable[dict[str, Any]]) -> DecodeResult:
         """Decode raw ``eth_getLogs`` entries; unknown topics are counted, bad ones recorded."""
         out = DecodeResult()
+        append = out.events.append
+        by_key = self._by_key
+        hex_int: dict[str, int] = {}  # block numbers and times repeat from log to log
         for log in logs:
             if log.get("removed"):
                 continue
             topics = log.get("topics") or []
             address = str(log.get("address", "")).lower()
-            dec = self._by_key.get((address, topics[0])) if topics else None
+            dec = by_key.get((address, topics[0])) if topics else None
             if dec is None:
                 out.unknown += 1
                 continue
-            block_number = int(log["blockNumber"], 16)
-            ts = log.get("blockTimestamp")
+            bn_hex = log["blockNumber"]
+            block_number = hex_int.get(bn_hex)
+            if block_number is None:
+                block_number = hex_int[bn_hex] = int(bn_hex, 16)
+            data = log.get("data", "0x")
             try:
-                args = dec.decode(topics, log.get("data", "0x"))
+                args = dec.decode(topics, data)
             except (DecodeError, ValueError, IndexError) as e:
                 out.malformed.append(
                     Malformed(
@@ -284,21 +291,25 @@ class Registry:
                     )
                 )
                 continue
-            out.events.append(
+            ts = log.get("blockTimestamp")
+            block_time = hex_int.get(ts) if ts else None
+            if ts and block_time is None:
+                block_time = hex_int[ts] = int(ts, 16)
+            append(
                 DecodedEvent(
-                    block_number=block_number,
-                    block_hash=log["blockHash"],
-                    block_time=int(ts, 16) if ts else None,
-                    tx_hash=log["transactionHash"],
-                    tx_index=int(log["transactionIndex"], 16),
-                    log_index=int(log["logIndex"], 16),
-                    address=address,
-                    contract=dec.spec.contract,
-                    event=dec.spec.name,
-                    topic0=topics[0],
-                    args=args,
-                    topics=list(topics),
-                    data=log.get("data", "0x"),
+                    block_number,
+                    log["blockHash"],
+                    block_time,
+                    log["transactionHash"],
+                    int(log["transactionIndex"], 16),
+                    int(log["logIndex"], 16),
+                    address,
+                    dec.contract,
+                    dec.name,
+                    topics[0],
+                    args,
+                    topics,
+                    data,
                 )
             )
         return out

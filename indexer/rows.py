@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from indexer.bulk import json_text
 from indexer.decode import DecodedEvent
 from indexer.project import Keys, keys_of
 
@@ -48,7 +49,7 @@ def event_rows(
     chain_id: int, events: list[DecodedEvent]
 ) -> tuple[list[tuple[Any, ...]], list[Keys]]:
     """(rows for the ``event`` table, projection keys), both in the order of ``events``."""
-    dumps = json.dumps
+    dumps = json_text
     rows: list[EventRow] = []
     keys: list[Keys] = []
     for e in events:

@@ -68,6 +68,7 @@ class Batch:
     # ``event_rows(chain_id, events)`` when the caller built them already (the sync loop does,
     # off the writer's thread); computed by ``write_batch`` otherwise.
     rows: tuple[list[tuple[Any, ...]], list[Keys]] | None = None
+    from_parent: str | None = None  # parent hash of ``from_block``, for the caller's checks
 
 
 def _chunks(seq: Sequence[Any], n: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
