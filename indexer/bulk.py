@@ -11,7 +11,8 @@ so rows written either way read back the same. Tables with types this module doe
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
@@ -20,6 +21,8 @@ import sqlalchemy as sa
 Row = dict[str, Any]
 # Rows per executemany call: bounds the parameter list held at once.
 CHUNK = 5000
+# PostgreSQL: from this many rows, COPY into a staging table beats executemany.
+COPY_FROM = 200
 # Column types passed to the driver as they are (ints, strings, booleans, None) or as JSON text.
 PLAIN = (sa.Integer, sa.String, sa.Boolean, sa.JSON)
 
@@ -54,35 +57,45 @@ def _json_encoder() -> Callable[[Any], str]:
 json_text = _json_encoder()
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How rows with these columns go into one table."""
+
+    insert_values: str  # INSERT ... VALUES (marks) ON CONFLICT ...: for executemany
+    insert_from: str  # INSERT ... SELECT ... FROM {staging} ON CONFLICT ...: after a COPY
+    staging: str  # the session's temporary table for the COPY
+    create_staging: str
+    pick: Callable[[Row], tuple[Any, ...]]  # row dict -> parameter tuple
+    pk: tuple[str, ...]
+
+
 class BulkWriter:
-    """``upsert`` / ``insert_ignore`` for one dialect (SQLite or PostgreSQL)."""
+    """``write``: insert or upsert for one dialect (SQLite or PostgreSQL). On PostgreSQL large
+    batches go through COPY into a temporary staging table and one ``INSERT ... SELECT``."""
 
     def __init__(self, dialect: sa.Dialect) -> None:
-        self.mark = "%s" if dialect.name == "postgresql" else "?"
+        self.pg = dialect.name == "postgresql"
+        self.mark = "%s" if self.pg else "?"
         self.quote = dialect.identifier_preparer.quote
-        self._plans: dict[
-            tuple[str, tuple[str, ...], bool, frozenset[str]], tuple[str, Callable[[Row], Any]]
-        ] = {}
+        self._plans: dict[tuple[str, tuple[str, ...], bool, frozenset[str]], Plan] = {}
 
     def supports(self, tbl: sa.Table) -> bool:
         return all(_plain(c.type) for c in tbl.columns)
 
     def _plan(
         self, tbl: sa.Table, cols: tuple[str, ...], update: bool, insert_only: frozenset[str]
-    ) -> tuple[str, Callable[[Row], Any]]:
+    ) -> Plan:
         key = (tbl.name, cols, update, insert_only)
         plan = self._plans.get(key)
         if plan is not None:
             return plan
-        pk = [c.name for c in tbl.primary_key.columns]
+        pk = tuple(c.name for c in tbl.primary_key.columns)
         q = self.quote
         sets = [f"{q(c)} = excluded.{q(c)}" for c in cols if c not in pk and c not in insert_only]
         action = f"DO UPDATE SET {', '.join(sets)}" if update and sets else "DO NOTHING"
         target = f"ON CONFLICT ({', '.join(q(c) for c in pk)}) " if pk else "ON CONFLICT "
-        sql = (
-            f"INSERT INTO {q(tbl.name)} ({', '.join(q(c) for c in cols)}) "
-            f"VALUES ({', '.join([self.mark] * len(cols))}) {target}{action}"
-        )
+        names = ", ".join(q(c) for c in cols)
+        staging = q(f"_bulk_{tbl.name}_{len(self._plans)}")
         json_at = [i for i, c in enumerate(cols) if isinstance(tbl.c[c].type, sa.JSON)]
         pick: Callable[[Row], Any] = itemgetter(*cols)
         if len(cols) == 1:
@@ -100,7 +113,18 @@ class BulkWriter:
                     t[i] = json_text(t[i])
                 return tuple(t)
 
-        plan = (sql, pick)
+        plan = Plan(
+            insert_values=f"INSERT INTO {q(tbl.name)} ({names}) "
+            f"VALUES ({', '.join([self.mark] * len(cols))}) {target}{action}",
+            insert_from=f"INSERT INTO {q(tbl.name)} ({names}) SELECT {names} FROM {staging} "
+            f"{target}{action}",
+            staging=staging,
+            # Column types without constraints: rows may leave out columns the table requires.
+            create_staging=f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} "
+            f"ON COMMIT DELETE ROWS AS SELECT {names} FROM {q(tbl.name)} WITH NO DATA",
+            pick=pick,
+            pk=pk,
+        )
         self._plans[key] = plan
         return plan
 
@@ -122,7 +146,33 @@ class BulkWriter:
         unknown = [c for c in cols if c not in tbl.c]
         if unknown:
             raise KeyError(f"{tbl.name} has no column {unknown}")
-        sql, get = self._plan(tbl, cols, update, insert_only)
-        params = [get(r) for r in rows]
+        plan = self._plan(tbl, cols, update, insert_only)
+        params = [plan.pick(r) for r in rows]
+        if self.pg and len(params) >= COPY_FROM and _distinct_keys(rows, plan.pk):
+            copy_rows(conn, plan.create_staging, f"COPY {plan.staging} FROM STDIN", params)
+            conn.exec_driver_sql(plan.insert_from)
+            conn.exec_driver_sql(f"DELETE FROM {plan.staging}")  # reused within the transaction
+            return
         for i in range(0, len(params), CHUNK):
-            conn.exec_driver_sql(sql, params[i : i + CHUNK])
+            conn.exec_driver_sql(plan.insert_values, params[i : i + CHUNK])
+
+
+def _distinct_keys(rows: Sequence[Row], pk: tuple[str, ...]) -> bool:
+    """One ``INSERT ... SELECT`` may not update the same row twice; executemany may."""
+    get = itemgetter(*pk)
+    return len({get(r) for r in rows}) == len(rows)
+
+
+def copy_rows(
+    conn: sa.Connection, prepare: str | None, copy_sql: str, rows: Iterable[tuple[Any, ...]]
+) -> None:
+    """PostgreSQL: run ``prepare`` (if any), then ``COPY ... FROM STDIN`` with ``rows``."""
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if prepare:
+            cur.execute(prepare)
+        with cur.copy(copy_sql) as copy:
+            for r in rows:
+                copy.write_row(r)
+    finally:
+        cur.close()

@@ -8,7 +8,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from indexer.bulk import BulkWriter, json_text
+from indexer.bulk import COPY_FROM, BulkWriter, json_text
 from indexer.db import make_engine
 from indexer.models import Session, Task, table
 
@@ -50,5 +50,28 @@ def test_upsert_insert_ignore_and_insert_only_columns(store_url: str) -> None:
         assert (sess.sid, sess.miners, sess.active) == ("s2", ["0xm"], False)
         with engine.begin() as conn, pytest.raises(KeyError, match="no column"):
             bulk.write(conn, t, [{**_task(3, "queued", []), "bogus": 1}])
+    finally:
+        engine.dispose()
+
+
+def test_large_batches_take_the_copy_path_with_the_same_outcome(store_url: str) -> None:
+    """From COPY_FROM rows PostgreSQL stages through COPY (SQLite keeps executemany); twice in
+    one transaction, so the staging table must be empty again after each use."""
+    engine = make_engine(store_url)
+    bulk = BulkWriter(engine.dialect)
+    t = table(Task)
+    n = COPY_FROM + 5
+    try:
+        with engine.begin() as conn:
+            bulk.write(conn, t, [_task(i, "queued", ["0xa"]) for i in range(n)])
+            bulk.write(conn, t, [_task(i, "ended", []) for i in range(0, n, 2)])
+            bulk.write(conn, t, [_task(i, "acked", []) for i in range(n)], update=False)
+        with engine.begin() as conn:  # a new transaction on a pooled connection
+            bulk.write(conn, t, [_task(i, "paid", ["0xz"]) for i in range(n, 2 * n)])
+        with engine.connect() as conn:
+            got = {r.task_id: (r.status, r.miners) for r in conn.execute(sa.select(t))}
+        want = {i: ("ended", []) if i % 2 == 0 else ("queued", ["0xa"]) for i in range(n)}
+        want |= {i: ("paid", ["0xz"]) for i in range(n, 2 * n)}
+        assert got == want
     finally:
         engine.dispose()
