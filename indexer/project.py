@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from indexer.decode import DecodedEvent
 
@@ -110,9 +110,9 @@ SESSION_EVENTS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Keys:
-    """What an event is about, for indexing the raw event row and for per-key replay."""
+class Keys(NamedTuple):
+    """What an event is about, for indexing the raw event row and for per-key replay. (A named
+    tuple: built once per indexed event, at a third of a frozen dataclass's cost.)"""
 
     session_id: int | None = None
     task_id: int | None = None

@@ -9,6 +9,7 @@ type writes it (``json.dumps``, default separators).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from indexer.bulk import json_text
@@ -37,11 +38,18 @@ EVENT_COLUMNS = (
 )
 
 
+# What joined hex topics may contain: nothing that JSON would escape.
+_PLAIN_TOPICS = re.compile(r'[0-9a-fA-Fx]*(?:", "[0-9a-fA-Fx]*)*')
+
+
 def topics_json(topics: list[str]) -> str:
     """``json.dumps`` of a list of ``0x`` hex strings, without its per-call cost. Hex needs no
     escaping; anything else goes through ``json.dumps``."""
-    if all(t.startswith("0x") and t[2:].isalnum() and t.isascii() for t in topics):
-        return '["' + '", "'.join(topics) + '"]' if topics else "[]"
+    if not topics:
+        return "[]"
+    inner = '", "'.join(topics)
+    if _PLAIN_TOPICS.fullmatch(inner) and len(topics) == inner.count('", "') + 1:
+        return '["' + inner + '"]'
     return json.dumps(topics)
 
 

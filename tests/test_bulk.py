@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from indexer.bulk import COPY_FROM, BulkWriter, json_text
 from indexer.db import make_engine
 from indexer.models import Session, Task, table
+from indexer.rows import topics_json
 
 
 @pytest.mark.parametrize(
@@ -19,6 +20,16 @@ from indexer.models import Session, Task, table
 )
 def test_json_text_is_json_dumps(value: object) -> None:
     assert json_text(value) == json.dumps(value)
+
+
+@pytest.mark.parametrize(
+    "topics",
+    [[], ["0xab"], ["0x" + "1f" * 32, "0x" + "00" * 32], ["0xé"], ['0x"'], ['a", "b'], ["", ""],
+     ["0xa", "b\\"]],
+)
+def test_topics_json_is_json_dumps(topics: list[str]) -> None:
+    """The shortcut for hex topics, and the fallback for anything JSON would escape."""
+    assert topics_json(topics) == json.dumps(topics)
 
 
 def _task(tid: int, status: str, miners: list[str]) -> dict[str, object]:
