@@ -71,6 +71,15 @@ class Batch:
     from_parent: str | None = None  # parent hash of ``from_block``, for the caller's checks
 
 
+def _finality(number: int, safe: int | None, finalized: int | None) -> str:
+    """A block's finality under the batch's tags, set as it is stored."""
+    if finalized is not None and number <= finalized:
+        return "finalized"
+    if safe is not None and number <= safe:
+        return "safe"
+    return "latest"
+
+
 def _chunks(seq: Sequence[Any], n: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
@@ -208,7 +217,7 @@ class Store:
                         "hash": h["hash"],
                         "parent_hash": h.get("parent_hash"),
                         "timestamp": h.get("timestamp"),
-                        "finality": "latest",
+                        "finality": _finality(h["number"], batch.safe, batch.finalized),
                     }
                     for h in batch.headers
                 ],
@@ -216,6 +225,7 @@ class Store:
             self._project(conn, batch.chain_id, new, keys)
             self._upsert(conn, Session, batch.sessions, SESSION_DEFAULTS)
             st = table(ChainState)
+            marks = self._marks(conn, batch.chain_id)
             values: dict[str, Any] = {
                 "cursor_block": batch.to_block,
                 "cursor_hash": batch.to_hash,
@@ -232,7 +242,7 @@ class Store:
                 if v is not None:
                     values[col] = v
             conn.execute(st.update().where(st.c.chain_id == batch.chain_id).values(**values))
-            self._promote(conn, batch.chain_id, batch.safe, batch.finalized)
+            self._promote(conn, batch.chain_id, batch.safe, batch.finalized, marks)
         return len(new)
 
     def _store_events(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -371,22 +381,49 @@ class Store:
                 )
 
     # -- finality --------------------------------------------------------------------------
+    @staticmethod
+    def _marks(conn: sa.Connection, chain_id: int) -> tuple[int, int]:
+        """(safe, finalized) as recorded before this transaction changes them."""
+        st = table(ChainState)
+        row = conn.execute(
+            sa.select(st.c.safe_block, st.c.finalized_block).where(st.c.chain_id == chain_id)
+        ).first()
+        return (int(row[0]), int(row[1])) if row else (-1, -1)
+
     def _promote(
-        self, conn: sa.Connection, chain_id: int, safe: int | None, finalized: int | None
+        self,
+        conn: sa.Connection,
+        chain_id: int,
+        safe: int | None,
+        finalized: int | None,
+        marks: tuple[int, int],
     ) -> None:
+        """Promote stored blocks between the recorded ``marks`` (safe, finalized) and the new
+        tags. Blocks at or below a recorded mark were promoted when it was recorded, or stored
+        with their finality since: each call touches the new blocks only, not the whole
+        history (a scan that grew with every block stored)."""
         b = table(Block)
-        if finalized is not None and finalized >= 0:
+        old_safe, old_final = marks
+        if finalized is not None and finalized > old_final:
             conn.execute(
                 b.update()
                 .where(
-                    b.c.chain_id == chain_id, b.c.number <= finalized, b.c.finality != "finalized"
+                    b.c.chain_id == chain_id,
+                    b.c.number > old_final,
+                    b.c.number <= finalized,
+                    b.c.finality != "finalized",
                 )
                 .values(finality="finalized")
             )
-        if safe is not None and safe >= 0:
+        if safe is not None and safe > old_safe:
             conn.execute(
                 b.update()
-                .where(b.c.chain_id == chain_id, b.c.number <= safe, b.c.finality == "latest")
+                .where(
+                    b.c.chain_id == chain_id,
+                    b.c.number > old_safe,
+                    b.c.number <= safe,
+                    b.c.finality == "latest",
+                )
                 .values(finality="safe")
             )
 
@@ -394,6 +431,7 @@ class Store:
         """Record the chain's tags and promote stored blocks that they now cover."""
         st = table(ChainState)
         with self.engine.begin() as conn:
+            marks = self._marks(conn, chain_id)
             conn.execute(
                 st.update()
                 .where(st.c.chain_id == chain_id)
@@ -404,7 +442,7 @@ class Store:
                     updated_at=datetime.now(UTC),
                 )
             )
-            self._promote(conn, chain_id, safe, finalized)
+            self._promote(conn, chain_id, safe, finalized, marks)
 
     # -- reorgs ----------------------------------------------------------------------------
     def recent_blocks(self, chain_id: int, above: int) -> list[tuple[int, str]]:
