@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from indexer.abi import ABI_DIR, EventSpec, events_of, load_abi
 from indexer.decode import DecodedEvent, Registry
+from indexer.finality import promote_between
 from indexer.models import Block, ChainState
 from indexer.project import Projector
 from indexer.store import Batch, Store
@@ -233,7 +234,8 @@ def write_rows(store: Store, chain_id: int, tasks: int, a: int, b: int) -> int:
                 updated_at=datetime.now(UTC),
             )
         )
-        store._promote(conn, chain_id, head - SAFE_LAG, head - 2 * SAFE_LAG)
+        # Every stored block, as this loader stores them all as "latest" (no previous marks).
+        promote_between(conn, chain_id, head - SAFE_LAG, head - 2 * SAFE_LAG, (-1, -1))
     return len(events)
 
 

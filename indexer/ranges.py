@@ -9,14 +9,18 @@ from :mod:`indexer.rpc`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from indexer.errors import ConfigError, LogsTimeout, RangeTooLarge
 
 if TYPE_CHECKING:  # rpc imports this module; the client is only a parameter type here
     from indexer.rpc import RpcClient
+
+T = TypeVar("T")
 
 # A refused size is not probed again for this many successful chunks in a row: log density
 # changes along a chain, so an old refusal should not cap the range forever.
@@ -180,3 +184,60 @@ async def fetch_logs(
         planner.on_success(len(logs))
         yield lo, hi, logs
         cursor = hi + 1
+
+
+async def prepared_ranges(
+    rpc: RpcClient,
+    planner: LogRangePlanner,
+    addresses: Sequence[str],
+    start: int,
+    end: int,
+    max_ranges: int,
+    prepare: Callable[[int, int, list[dict[str, Any]]], Awaitable[T]],
+) -> AsyncGenerator[tuple[int, asyncio.Task[T]], None]:
+    """``(first block, task preparing it)`` for consecutive ranges from ``start``.
+
+    :func:`fetch_logs` over up to ``max_ranges`` planner ranges; each answer goes to ``prepare``
+    (decoding, lookups on the node) in a task as soon as it arrives, so the next ``eth_getLogs``
+    and this range's lookups are in flight together while the consumer handles the previous
+    one. At most one prepared range waits in the queue; closing the generator cancels the
+    rest.
+    """
+    queue: asyncio.Queue[tuple[int, asyncio.Task[T]] | Exception | None] = asyncio.Queue(1)
+    started: list[asyncio.Task[T]] = []
+
+    async def produce() -> None:
+        try:
+            pos = start
+            for _ in range(max_ranges):
+                if pos > end:
+                    break
+                lo, hi = planner.next_range(pos, end)
+                async for a, b, logs in fetch_logs(
+                    rpc, planner, addresses=addresses, topics=None, start=lo, end=hi
+                ):
+                    task = asyncio.create_task(_run(prepare(a, b, logs)))
+                    started.append(task)
+                    await queue.put((a, task))
+                pos = hi + 1
+            await queue.put(None)
+        except Exception as e:  # handed to the consumer, which raises it
+            await queue.put(e)
+
+    producer = asyncio.create_task(produce())
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        for t in (producer, *started):
+            t.cancel()
+        for t in (producer, *started):
+            # Ranges never consumed: their outcome, failure included, no longer matters.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+
+async def _run(aw: Awaitable[T]) -> T:
+    return await aw

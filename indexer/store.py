@@ -9,7 +9,6 @@ events that remain.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from indexer.bulk import BulkWriter, copy_rows
 from indexer.decode import DecodedEvent, Malformed
+from indexer.finality import finality_of, promote_between, read_marks
 from indexer.models import (
     Block,
     ChainState,
@@ -34,16 +34,13 @@ from indexer.models import (
     TaskStep,
     table,
 )
-from indexer.project import Keys, Projector, Row
+from indexer.project import Keys, Projector
 from indexer.rows import EVENT_COLUMNS, event_rows
+from indexer.store_io import chunks, load_for, session_facts
 
 CHAIN_T = table(ChainState)
 # Columns a session snapshot does not carry, for a session first seen through its snapshot.
 SESSION_DEFAULTS: dict[str, Any] = {"miners": [], "active": True}
-# (session, task) pairs per lookup: two parameters each, under SQLite's limit of 32766.
-TUPLE_CHUNK = 5000
-# Bound parameters per statement stay well under SQLite's 32766 limit.
-IN_CHUNK = 500
 
 
 @dataclass
@@ -69,20 +66,6 @@ class Batch:
     # off the writer's thread); computed by ``write_batch`` otherwise.
     rows: tuple[list[tuple[Any, ...]], list[Keys]] | None = None
     from_parent: str | None = None  # parent hash of ``from_block``, for the caller's checks
-
-
-def _finality(number: int, safe: int | None, finalized: int | None) -> str:
-    """A block's finality under the batch's tags, set as it is stored."""
-    if finalized is not None and number <= finalized:
-        return "finalized"
-    if safe is not None and number <= safe:
-        return "safe"
-    return "latest"
-
-
-def _chunks(seq: Sequence[Any], n: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(seq), n):
-        yield seq[i : i + n]
 
 
 class Store:
@@ -118,14 +101,14 @@ class Store:
             return
         ins = self._insert(model)
         stmt = ins.on_conflict_do_update(index_elements=pk, set_={c: ins.excluded[c] for c in cols})
-        for chunk in _chunks(rows, 2000):
+        for chunk in chunks(rows, 2000):
             conn.execute(stmt, list(chunk))
 
     def _insert_ignore(self, conn: sa.Connection, model: Any, rows: list[dict[str, Any]]) -> None:
         if rows and self.bulk.supports(table(model)):
             self.bulk.write(conn, table(model), rows, update=False)
         elif rows:
-            for chunk in _chunks(rows, 2000):
+            for chunk in chunks(rows, 2000):
                 conn.execute(self._insert(model).on_conflict_do_nothing(), list(chunk))
 
     def state(self, chain_id: int) -> ChainState | None:
@@ -217,7 +200,7 @@ class Store:
                         "hash": h["hash"],
                         "parent_hash": h.get("parent_hash"),
                         "timestamp": h.get("timestamp"),
-                        "finality": _finality(h["number"], batch.safe, batch.finalized),
+                        "finality": finality_of(h["number"], batch.safe, batch.finalized),
                     }
                     for h in batch.headers
                 ],
@@ -225,7 +208,7 @@ class Store:
             self._project(conn, batch.chain_id, new, keys)
             self._upsert(conn, Session, batch.sessions, SESSION_DEFAULTS)
             st = table(ChainState)
-            marks = self._marks(conn, batch.chain_id)
+            marks = read_marks(conn, batch.chain_id)
             values: dict[str, Any] = {
                 "cursor_block": batch.to_block,
                 "cursor_hash": batch.to_hash,
@@ -242,7 +225,7 @@ class Store:
                 if v is not None:
                     values[col] = v
             conn.execute(st.update().where(st.c.chain_id == batch.chain_id).values(**values))
-            self._promote(conn, batch.chain_id, batch.safe, batch.finalized, marks)
+            promote_between(conn, batch.chain_id, batch.safe, batch.finalized, marks)
         return len(new)
 
     def _store_events(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -262,7 +245,7 @@ class Store:
             f"({', '.join([mark] * len(EVENT_COLUMNS))}) "
             "ON CONFLICT (chain_id, tx_hash, log_index) DO NOTHING"
         )
-        for chunk in _chunks(rows, 5000):
+        for chunk in chunks(rows, 5000):
             conn.exec_driver_sql(sql, list(chunk))
 
     def _project(
@@ -271,70 +254,9 @@ class Store:
         if not events:
             return
         proj = Projector(chain_id)
-        self._load_for(conn, proj, events, keys)
+        load_for(self.dialect, conn, proj, events, keys)
         proj.apply_all(events)
         self._write_projection(conn, proj)
-
-    def _load_for(
-        self, conn: sa.Connection, proj: Projector, events: list[DecodedEvent], keys: list[Keys]
-    ) -> None:
-        """Load the current rows of every key the events (with their ``keys``) touch."""
-        cid = proj.chain_id
-        task_keys: set[tuple[int, int]] = set()
-        rounds: set[int] = set()
-        nodes: set[str] = set()
-        for e, k in zip(events, keys, strict=True):
-            if k.task_id is not None and k.session_id is not None and e.contract != "CognitiveV1":
-                task_keys.add((k.session_id, k.task_id))
-            if e.contract == "CognitiveV1" and k.subject is not None:
-                rounds.add(int(k.subject))
-            if e.contract == "NodePool" and k.subject is not None:
-                nodes.add(k.subject)
-        task_targets: tuple[tuple[sa.Table, dict[Any, Row], str | None], ...] = (
-            (table(Task), proj.tasks, None),
-            (table(TaskStep), proj.steps, "step"),
-            (table(TaskMiner), proj.miners, "miner"),
-        )
-        pairs = sorted(task_keys)
-        for tbl, target, key in task_targets:
-            # One statement per chunk of (session, task) pairs, whatever the number of sessions.
-            for chunk in _chunks(pairs, TUPLE_CHUNK):
-                for r in self._rows_of_pairs(conn, tbl, cid, chunk):
-                    row = dict(r)
-                    k2 = (row["session_id"], row["task_id"])
-                    target[(*k2, row[key]) if key else k2] = row
-        other: tuple[tuple[sa.Table, dict[Any, Row], str, list[Any]], ...] = (
-            (table(NetworkTask), proj.rounds, "round_id", sorted(rounds)),
-            (table(Node), proj.nodes, "address", sorted(nodes)),
-        )
-        for tbl, target2, col, ids in other:
-            for chunk in _chunks(ids):
-                for r in conn.execute(
-                    sa.select(tbl).where(tbl.c.chain_id == cid, tbl.c[col].in_(chunk))
-                ).mappings():
-                    target2[r[col]] = dict(r)
-        tbl = table(NetworkTaskStep)
-        for chunk in _chunks(sorted(rounds)):
-            for r in conn.execute(
-                sa.select(tbl).where(tbl.c.chain_id == cid, tbl.c.round_id.in_(chunk))
-            ).mappings():
-                proj.round_steps[(r["round_id"], r["step"], r["actor"])] = dict(r)
-
-    def _rows_of_pairs(
-        self, conn: sa.Connection, tbl: sa.Table, cid: int, pairs: Sequence[tuple[int, int]]
-    ) -> Iterable[sa.RowMapping]:
-        """Rows of ``tbl`` for these (session, task) pairs. PostgreSQL joins two arrays: a
-        row-value IN list of thousands of pairs took most of a backfill's time there."""
-        if self.dialect == "postgresql":
-            sql = (
-                f"SELECT t.* FROM {tbl.name} AS t "
-                "JOIN unnest(%s::bigint[], %s::bigint[]) AS k(s, i) "
-                "ON t.session_id = k.s AND t.task_id = k.i WHERE t.chain_id = %s"
-            )
-            params = ([p[0] for p in pairs], [p[1] for p in pairs], cid)
-            return conn.exec_driver_sql(sql, params).mappings()
-        pair = sa.tuple_(tbl.c.session_id, tbl.c.task_id)
-        return conn.execute(sa.select(tbl).where(tbl.c.chain_id == cid, pair.in_(pairs))).mappings()
 
     def _write_projection(self, conn: sa.Connection, proj: Projector) -> None:
         dirty = proj.dirty_tasks
@@ -349,89 +271,14 @@ class Store:
         )
         self._upsert(conn, Node, [proj.nodes[k] for k in proj.dirty_nodes])
         self._insert_ignore(conn, Payment, proj.payments)
-        self._session_facts(conn, proj)
-
-    def _session_facts(self, conn: sa.Connection, proj: Projector) -> None:
-        """Event-derived session columns (creation tx, deactivation) on top of snapshots."""
-        tbl = table(Session)
-        for sid, facts in proj.sessions.items():
-            exists = conn.execute(
-                sa.select(tbl.c.session_id).where(
-                    tbl.c.chain_id == proj.chain_id, tbl.c.session_id == sid
-                )
-            ).first()
-            if exists is None:
-                conn.execute(
-                    tbl.insert().values(
-                        chain_id=proj.chain_id,
-                        session_id=sid,
-                        ephemeral_nodes=[],
-                        dedicated_nodes=[],
-                        routers=[],
-                        miners=facts.get("miners", []),
-                        active=facts.get("active", True),
-                        **{k: v for k, v in facts.items() if k not in ("miners", "active")},
-                    )
-                )
-            else:
-                conn.execute(
-                    tbl.update()
-                    .where(tbl.c.chain_id == proj.chain_id, tbl.c.session_id == sid)
-                    .values(**facts)
-                )
+        session_facts(conn, proj)
 
     # -- finality --------------------------------------------------------------------------
-    @staticmethod
-    def _marks(conn: sa.Connection, chain_id: int) -> tuple[int, int]:
-        """(safe, finalized) as recorded before this transaction changes them."""
-        st = table(ChainState)
-        row = conn.execute(
-            sa.select(st.c.safe_block, st.c.finalized_block).where(st.c.chain_id == chain_id)
-        ).first()
-        return (int(row[0]), int(row[1])) if row else (-1, -1)
-
-    def _promote(
-        self,
-        conn: sa.Connection,
-        chain_id: int,
-        safe: int | None,
-        finalized: int | None,
-        marks: tuple[int, int],
-    ) -> None:
-        """Promote stored blocks between the recorded ``marks`` (safe, finalized) and the new
-        tags. Blocks at or below a recorded mark were promoted when it was recorded, or stored
-        with their finality since: each call touches the new blocks only, not the whole
-        history (a scan that grew with every block stored)."""
-        b = table(Block)
-        old_safe, old_final = marks
-        if finalized is not None and finalized > old_final:
-            conn.execute(
-                b.update()
-                .where(
-                    b.c.chain_id == chain_id,
-                    b.c.number > old_final,
-                    b.c.number <= finalized,
-                    b.c.finality != "finalized",
-                )
-                .values(finality="finalized")
-            )
-        if safe is not None and safe > old_safe:
-            conn.execute(
-                b.update()
-                .where(
-                    b.c.chain_id == chain_id,
-                    b.c.number > old_safe,
-                    b.c.number <= safe,
-                    b.c.finality == "latest",
-                )
-                .values(finality="safe")
-            )
-
     def promote(self, chain_id: int, head: int, safe: int, finalized: int) -> None:
         """Record the chain's tags and promote stored blocks that they now cover."""
         st = table(ChainState)
         with self.engine.begin() as conn:
-            marks = self._marks(conn, chain_id)
+            marks = read_marks(conn, chain_id)
             conn.execute(
                 st.update()
                 .where(st.c.chain_id == chain_id)
@@ -442,7 +289,7 @@ class Store:
                     updated_at=datetime.now(UTC),
                 )
             )
-            self._promote(conn, chain_id, safe, finalized, marks)
+            promote_between(conn, chain_id, safe, finalized, marks)
 
     # -- reorgs ----------------------------------------------------------------------------
     def recent_blocks(self, chain_id: int, above: int) -> list[tuple[int, str]]:

@@ -10,18 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from indexer.abi import abi_path, events_of, function_selector, load_abi
 from indexer.config import ChainConfig
-from indexer.decode import DecodedEvent, Registry
+from indexer.decode import Registry
 from indexer.errors import ConfigError, ReorgTooDeep, RpcError
-from indexer.project import SENDER_STEPS, SESSION_EVENTS
-from indexer.ranges import LogRangePlanner, fetch_logs
-from indexer.rows import event_rows
+from indexer.prepare import prepare_batch
+from indexer.ranges import LogRangePlanner, prepared_ranges
 from indexer.rpc import RpcClient
 from indexer.sessions import SessionReader
 from indexer.store import Batch, Store
@@ -202,7 +201,15 @@ class ChainIndexer:
         last = start - 1
         pending: asyncio.Future[int] | None = None
         try:
-            prefetched = self._prefetched(start, end, (head, safe, finalized))
+            prefetched = prepared_ranges(
+                self.rpc,
+                self.planner,
+                self.registry.addresses,
+                start,
+                end,
+                RANGES_PER_STEP,
+                lambda a, b, logs: prepare_batch(self, a, b, logs, head, safe, finalized),
+            )
             async with contextlib.aclosing(prefetched) as ranges:
                 async for a, prepared in ranges:
                     # The previous range is written in a thread while this one is prepared
@@ -228,163 +235,6 @@ class ChainIndexer:
             done.set_result(self.store.write_batch(batch))
             return done
         return asyncio.ensure_future(asyncio.to_thread(self.store.write_batch, batch))
-
-    async def _prefetched(
-        self, start: int, end: int, tags: tuple[int, int, int]
-    ) -> AsyncGenerator[tuple[int, asyncio.Task[Batch | None]], None]:
-        """``(first block, batch being prepared)`` for consecutive ranges: ``fetch_logs`` over
-        up to :data:`RANGES_PER_STEP` planner ranges from ``start``, each answer handed to
-        :meth:`_batch` (decoding, then headers and senders from the node) as soon as it
-        arrives, so the next ``eth_getLogs`` and this range's lookups are in flight together.
-        At most one prepared range waits in the queue."""
-        queue: asyncio.Queue[tuple[int, asyncio.Task[Batch | None]] | Exception | None]
-        queue = asyncio.Queue(maxsize=1)
-        started: list[asyncio.Task[Batch | None]] = []
-
-        async def produce() -> None:
-            try:
-                pos = start
-                for _ in range(RANGES_PER_STEP):
-                    if pos > end:
-                        break
-                    lo, hi = self.planner.next_range(pos, end)
-                    async for item in fetch_logs(
-                        self.rpc,
-                        self.planner,
-                        addresses=self.registry.addresses,
-                        topics=None,
-                        start=lo,
-                        end=hi,
-                    ):
-                        a, b, logs = item
-                        prep = asyncio.create_task(self._batch(a, b, logs, *tags))
-                        started.append(prep)
-                        await queue.put((a, prep))
-                    pos = hi + 1
-                await queue.put(None)
-            except Exception as e:  # handed to the consumer, which raises it
-                await queue.put(e)
-
-        task = asyncio.create_task(produce())
-        try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-        finally:
-            for t in (task, *started):
-                t.cancel()
-            for t in (task, *started):
-                # Ranges never consumed: their outcome, failure included, no longer matters.
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-
-    async def _batch(
-        self,
-        a: int,
-        b: int,
-        logs: list[dict[str, Any]],
-        head: int,
-        safe: int,
-        finalized: int,
-    ) -> Batch | None:
-        res = self.registry.decode_logs(logs)
-        want = {a, b}
-        unfinal = b > finalized
-        log_blocks = {e.block_number for e in res.events}
-        if unfinal or any(e.block_time is None for e in res.events):
-            want |= log_blocks
-        numbers = sorted(want)
-        blocks, senders = await asyncio.gather(
-            self.rpc.get_blocks(numbers), self._senders(res.events)
-        )
-        headers = {int(h["number"], 16): h for h in blocks if h}
-        for e in res.events:
-            e.sender = senders.get(e.tx_hash) if (e.contract, e.event) in SENDER_STEPS else None
-        if a not in headers or b not in headers:
-            return None
-        for e in res.events:
-            h = headers.get(e.block_number)
-            if h is not None:
-                if h["hash"] != e.block_hash:
-                    return None
-                if e.block_time is None:
-                    e.block_time = int(h["timestamp"], 16)
-        rows: dict[int, dict[str, Any]] = {}
-        for e in res.events:
-            rows[e.block_number] = {
-                "number": e.block_number,
-                "hash": e.block_hash,
-                "timestamp": e.block_time,
-                "parent_hash": None,
-            }
-        for n, h in headers.items():
-            rows[n] = {
-                "number": n,
-                "hash": h["hash"],
-                "parent_hash": h["parentHash"],
-                "timestamp": int(h["timestamp"], 16),
-            }
-        sessions, _missing = await self._snapshots(res.events, b)
-        # Senders and session hints are known now: the rows are final, built here rather than
-        # on the writer's thread.
-        built = event_rows(self.chain_id, res.events)
-        return Batch(
-            chain_id=self.chain_id,
-            name=self.chain.name,
-            from_block=a,
-            to_block=b,
-            to_hash=headers[b]["hash"],
-            events=res.events,
-            malformed=res.malformed,
-            unknown=res.unknown,
-            headers=list(rows.values()),
-            sessions=sessions,
-            head=head,
-            safe=safe,
-            finalized=finalized,
-            rows=built,
-            from_parent=headers[a]["parentHash"],
-        )
-
-    async def _senders(self, events: list[DecodedEvent]) -> dict[str, str]:
-        """Senders of the transactions behind step events that do not name their actor."""
-        if not self.chain.resolve_actors:
-            return {}
-        hashes = sorted({e.tx_hash for e in events if (e.contract, e.event) in SENDER_STEPS})
-        if not hashes:
-            return {}
-        txs = await self.rpc.batch([("eth_getTransactionByHash", [h]) for h in hashes])
-        return {
-            h: str(tx["from"]).lower()
-            for h, tx in zip(hashes, txs, strict=True)
-            if tx and tx.get("from")
-        }
-
-    async def _snapshots(
-        self, events: list[DecodedEvent], block: int
-    ) -> tuple[list[dict[str, Any]], list[int]]:
-        if self.sessions is None:
-            return [], []
-        touched: set[int] = set()
-        need_tx: list[DecodedEvent] = []
-        for e in events:
-            if e.contract != "SessionV2" or e.event not in SESSION_EVENTS:
-                continue
-            if "sessionId" in e.args:
-                touched.add(int(e.args["sessionId"]))
-            else:
-                need_tx.append(e)
-        if need_tx:
-            hashes = sorted({e.tx_hash for e in need_tx})
-            txs = await self.rpc.batch([("eth_getTransactionByHash", [h]) for h in hashes])
-            by_hash = dict(zip(hashes, txs, strict=True))
-            for e in need_tx:
-                sid = self.sessions.session_from_input(by_hash.get(e.tx_hash))
-                if sid is not None:
-                    e.session_hint = sid
-                    touched.add(sid)
-        return await self.sessions.snapshots(self.rpc, sorted(touched), block)
 
     # -- reorgs ----------------------------------------------------------------------------
     async def _handle_reorg(self, cursor: int) -> Reorged:

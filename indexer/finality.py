@@ -1,0 +1,62 @@
+"""Block finality: set as blocks are stored, promoted as the chain's tags advance."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from indexer.models import Block, ChainState, table
+
+
+def finality_of(number: int, safe: int | None, finalized: int | None) -> str:
+    """A block's finality under the batch's tags, set as it is stored."""
+    if finalized is not None and number <= finalized:
+        return "finalized"
+    if safe is not None and number <= safe:
+        return "safe"
+    return "latest"
+
+
+def read_marks(conn: sa.Connection, chain_id: int) -> tuple[int, int]:
+    """(safe, finalized) as recorded before this transaction changes them."""
+    st = table(ChainState)
+    row = conn.execute(
+        sa.select(st.c.safe_block, st.c.finalized_block).where(st.c.chain_id == chain_id)
+    ).first()
+    return (int(row[0]), int(row[1])) if row else (-1, -1)
+
+
+def promote_between(
+    conn: sa.Connection,
+    chain_id: int,
+    safe: int | None,
+    finalized: int | None,
+    marks: tuple[int, int],
+) -> None:
+    """Promote stored blocks between the recorded ``marks`` (safe, finalized) and the new
+    tags. Blocks at or below a recorded mark were promoted when it was recorded, or stored
+    with their finality since: each call touches the new blocks only, not the whole
+    history (a scan that grew with every block stored)."""
+    b = table(Block)
+    old_safe, old_final = marks
+    if finalized is not None and finalized > old_final:
+        conn.execute(
+            b.update()
+            .where(
+                b.c.chain_id == chain_id,
+                b.c.number > old_final,
+                b.c.number <= finalized,
+                b.c.finality != "finalized",
+            )
+            .values(finality="finalized")
+        )
+    if safe is not None and safe > old_safe:
+        conn.execute(
+            b.update()
+            .where(
+                b.c.chain_id == chain_id,
+                b.c.number > old_safe,
+                b.c.number <= safe,
+                b.c.finality == "latest",
+            )
+            .values(finality="safe")
+        )

@@ -1,0 +1,132 @@
+"""Projection I/O: load the rows a batch's events touch, and the event-derived session facts.
+
+The store loads the current rows of every key a range touches (:func:`load_for`), lets the
+:class:`~indexer.project.Projector` fold the events in, then writes the dirty rows back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from indexer.decode import DecodedEvent
+from indexer.models import (
+    NetworkTask,
+    NetworkTaskStep,
+    Node,
+    Session,
+    Task,
+    TaskMiner,
+    TaskStep,
+    table,
+)
+from indexer.project import Keys, Projector, Row
+
+# (session, task) pairs per lookup: two parameters each, under SQLite's limit of 32766.
+TUPLE_CHUNK = 5000
+# Bound parameters per statement stay well under SQLite's 32766 limit.
+IN_CHUNK = 500
+
+
+def chunks(seq: Sequence[Any], n: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+def load_for(
+    dialect: str,
+    conn: sa.Connection,
+    proj: Projector,
+    events: list[DecodedEvent],
+    keys: list[Keys],
+) -> None:
+    """Load the current rows of every key the events (with their ``keys``) touch."""
+    cid = proj.chain_id
+    task_keys: set[tuple[int, int]] = set()
+    rounds: set[int] = set()
+    nodes: set[str] = set()
+    for e, k in zip(events, keys, strict=True):
+        if k.task_id is not None and k.session_id is not None and e.contract != "CognitiveV1":
+            task_keys.add((k.session_id, k.task_id))
+        if e.contract == "CognitiveV1" and k.subject is not None:
+            rounds.add(int(k.subject))
+        if e.contract == "NodePool" and k.subject is not None:
+            nodes.add(k.subject)
+    task_targets: tuple[tuple[sa.Table, dict[Any, Row], str | None], ...] = (
+        (table(Task), proj.tasks, None),
+        (table(TaskStep), proj.steps, "step"),
+        (table(TaskMiner), proj.miners, "miner"),
+    )
+    pairs = sorted(task_keys)
+    for tbl, target, key in task_targets:
+        # One statement per chunk of (session, task) pairs, whatever the number of sessions.
+        for chunk in chunks(pairs, TUPLE_CHUNK):
+            for r in _rows_of_pairs(dialect, conn, tbl, cid, chunk):
+                row = dict(r)
+                k2 = (row["session_id"], row["task_id"])
+                target[(*k2, row[key]) if key else k2] = row
+    other: tuple[tuple[sa.Table, dict[Any, Row], str, list[Any]], ...] = (
+        (table(NetworkTask), proj.rounds, "round_id", sorted(rounds)),
+        (table(Node), proj.nodes, "address", sorted(nodes)),
+    )
+    for tbl, target2, col, ids in other:
+        for chunk in chunks(ids):
+            for r in conn.execute(
+                sa.select(tbl).where(tbl.c.chain_id == cid, tbl.c[col].in_(chunk))
+            ).mappings():
+                target2[r[col]] = dict(r)
+    tbl = table(NetworkTaskStep)
+    for chunk in chunks(sorted(rounds)):
+        for r in conn.execute(
+            sa.select(tbl).where(tbl.c.chain_id == cid, tbl.c.round_id.in_(chunk))
+        ).mappings():
+            proj.round_steps[(r["round_id"], r["step"], r["actor"])] = dict(r)
+
+
+def _rows_of_pairs(
+    dialect: str, conn: sa.Connection, tbl: sa.Table, cid: int, pairs: Sequence[tuple[int, int]]
+) -> Iterable[sa.RowMapping]:
+    """Rows of ``tbl`` for these (session, task) pairs. PostgreSQL joins two arrays: a
+    row-value IN list of thousands of pairs took most of a backfill's time there."""
+    if dialect == "postgresql":
+        sql = (
+            f"SELECT t.* FROM {tbl.name} AS t "
+            "JOIN unnest(%s::bigint[], %s::bigint[]) AS k(s, i) "
+            "ON t.session_id = k.s AND t.task_id = k.i WHERE t.chain_id = %s"
+        )
+        params = ([p[0] for p in pairs], [p[1] for p in pairs], cid)
+        return conn.exec_driver_sql(sql, params).mappings()
+    pair = sa.tuple_(tbl.c.session_id, tbl.c.task_id)
+    return conn.execute(sa.select(tbl).where(tbl.c.chain_id == cid, pair.in_(pairs))).mappings()
+
+
+def session_facts(conn: sa.Connection, proj: Projector) -> None:
+    """Event-derived session columns (creation tx, deactivation) on top of snapshots."""
+    tbl = table(Session)
+    for sid, facts in proj.sessions.items():
+        exists = conn.execute(
+            sa.select(tbl.c.session_id).where(
+                tbl.c.chain_id == proj.chain_id, tbl.c.session_id == sid
+            )
+        ).first()
+        if exists is None:
+            conn.execute(
+                tbl.insert().values(
+                    chain_id=proj.chain_id,
+                    session_id=sid,
+                    ephemeral_nodes=[],
+                    dedicated_nodes=[],
+                    routers=[],
+                    miners=facts.get("miners", []),
+                    active=facts.get("active", True),
+                    **{k: v for k, v in facts.items() if k not in ("miners", "active")},
+                )
+            )
+        else:
+            conn.execute(
+                tbl.update()
+                .where(tbl.c.chain_id == proj.chain_id, tbl.c.session_id == sid)
+                .values(**facts)
+            )
