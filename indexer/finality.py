@@ -38,25 +38,14 @@ def promote_between(
     history (a scan that grew with every block stored)."""
     b = table(Block)
     old_safe, old_final = marks
-    if finalized is not None and finalized > old_final:
-        conn.execute(
-            b.update()
-            .where(
-                b.c.chain_id == chain_id,
-                b.c.number > old_final,
-                b.c.number <= finalized,
-                b.c.finality != "finalized",
+    # Finalized first: a block that is both becomes "finalized", never "safe" after it.
+    for new, old, level, unless in (
+        (finalized, old_final, "finalized", b.c.finality == "finalized"),
+        (safe, old_safe, "safe", b.c.finality != "latest"),
+    ):
+        if new is not None and new > old:
+            conn.execute(
+                b.update()
+                .where(b.c.chain_id == chain_id, b.c.number > old, b.c.number <= new, ~unless)
+                .values(finality=level)
             )
-            .values(finality="finalized")
-        )
-    if safe is not None and safe > old_safe:
-        conn.execute(
-            b.update()
-            .where(
-                b.c.chain_id == chain_id,
-                b.c.number > old_safe,
-                b.c.number <= safe,
-                b.c.finality == "latest",
-            )
-            .values(finality="safe")
-        )
