@@ -164,7 +164,10 @@ class RedisLineTracker(LineTracker):
         key = lease.session.key
         out = int(await self.link.run(lua.RENEW, [self.lease_key(key)], [
             lease.lease_id, _ms(self.config.lease_ttl), self.link.channel, f"s:{key}"]))
-        self.counters["renewals" if out == 1 else "expiries"] += 1
+        if out == 1:
+            self.counters["renewals"] += 1
+        elif out == -1:  # 0: released since the renewal round began, nothing to count
+            self.counters["expiries"] += 1
 
     async def release(self, lease: Lease) -> None:
         key = lease.session.key
