@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from api.cli import app as cli_app
@@ -175,3 +176,27 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
     assert (g.wait_timeout, g.queue.max_depth, g.on_redis_failure) == (2.5, 7, "reject")
     assert (g.upstream.timeout, g.breaker.cooloff) == (9.0, 3.0)
     assert g.models["m"].sessions[0].router_token == "secret"
+
+
+def test_request_records_written_once(store_url: str) -> None:
+    """A retried accounting batch (same request ids) writes nothing twice (both backends)."""
+    from gateway.store import GatewayStore
+
+    store = GatewayStore(store_url)
+    try:
+        info, _ = store.create_key("acct")
+        at = datetime.now(UTC)
+        rows = [{"request_id": f"gw-once-{i}", "key_id": info.id, "model": "m",
+                 "endpoint": "completions", "stream": False, "status": "ok", "http_status": 200,
+                 "latency_ms": 1.5, "attempts": 1, "replica_id": "r", "created_at": at}
+                for i in range(3)]
+        store.write_batch(rows[:2], {info.id: at})
+        store.write_batch(rows, {info.id: at})  # the first two again: skipped
+        with store.engine.connect() as c:
+            got = c.execute(sa.text("SELECT request_id FROM gateway_request "
+                                    "WHERE request_id LIKE :p"), {"p": "gw-once-%"}
+                            ).scalars().all()
+        assert sorted(got) == [f"gw-once-{i}" for i in range(3)]
+        assert next(k for k in store.list_keys() if k.id == info.id).last_used_at is not None
+    finally:
+        store.dispose()
