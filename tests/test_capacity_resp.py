@@ -8,6 +8,7 @@ import asyncio
 import uuid
 
 import pytest
+import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
@@ -82,3 +83,23 @@ def test_lost_connection_fails_in_flight_then_reconnects() -> None:
         asyncio.run(scenario())
     finally:
         server.stop()
+
+
+def test_url_database_is_selected(redis_url: str) -> None:
+    base = redis_url.rsplit("/", 1)[0]
+    key = f"corlens:test:resp:{uuid.uuid4().hex}"
+
+    async def scenario() -> None:
+        client = RespClient(f"{base}/5", connect_timeout=1.0)
+        try:
+            await client.execute("SET", key, "x", "EX", 30)
+        finally:
+            client.drop()
+
+    asyncio.run(scenario())
+    check = redis.Redis.from_url(f"{base}/5")
+    try:
+        assert check.get(key) == b"x"
+        check.delete(key)
+    finally:
+        check.close()

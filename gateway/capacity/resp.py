@@ -109,6 +109,9 @@ class _Protocol(asyncio.Protocol):
                 return
             if reply is False:
                 return
+            if not self.waiting:  # a reply nobody asked for: the stream cannot be trusted
+                self.close()
+                return
             fut = self.waiting.popleft()
             if fut.done():  # its caller gave up (timeout, cancellation)
                 continue
@@ -161,16 +164,23 @@ class RespClient:
                     tls = ssl.create_default_context() if p["tls"] else None
                     _, proto = await loop.create_connection(_Protocol, p["host"], p["port"],
                                                             ssl=tls)
+        except (OSError, TimeoutError) as e:
+            raise RedisConnectionError(f"cannot connect to Redis ({type(e).__name__})") from e
+        try:
+            async with asyncio.timeout(self.connect_timeout):
                 if p["password"]:
                     auth = [p["username"]] if p["username"] else []
                     await proto.send(encode(["AUTH", *auth, p["password"]]))
                 if p["db"]:
                     await proto.send(encode(["SELECT", p["db"]]))
-        except (OSError, TimeoutError) as e:
-            raise RedisConnectionError(f"cannot connect to Redis ({type(e).__name__})") from e
         except ResponseError as e:  # AUTH or SELECT refused: as redis-py, a connection error
             proto.close()
             raise RedisConnectionError(f"Redis refused the connection setup: {e}") from e
+        except BaseException as e:  # timed out, lost or cancelled half-way: not kept
+            proto.close()
+            if isinstance(e, TimeoutError):
+                raise RedisConnectionError("Redis connection setup timed out") from e
+            raise
         return proto
 
     async def execute(self, *args: Arg) -> Any:
