@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -148,9 +149,17 @@ def create_gateway_app(gateway: Gateway) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gateway.startup()
+        # What exists now (modules, app, config, clients) lives as long as the process: freeze
+        # it, so a full garbage collection walks only what requests leave behind. Unfrozen, the
+        # collector's full passes over the whole heap stalled the loop for tens of milliseconds
+        # under load (gateway bench at c=50: p99 inside the gateway 130-210 ms -> about 50 ms,
+        # CPU per request -25%).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             await gateway.shutdown()
 
     app = FastAPI(title="corlens gateway", lifespan=lifespan)
