@@ -200,3 +200,33 @@ def test_request_records_written_once(store_url: str) -> None:
         assert next(k for k in store.list_keys() if k.id == info.id).last_used_at is not None
     finally:
         store.dispose()
+
+
+def test_concurrent_requests_share_one_key_lookup() -> None:
+    """An expired cache entry sends one lookup to the database, not one per waiting request."""
+    import threading
+
+    from gateway.keys import KeyAuth
+    from gateway.store import KeyInfo
+
+    class Store:
+        calls = 0
+
+        def find_key(self, key: str) -> KeyInfo | None:
+            Store.calls += 1
+            threading.Event().wait(0.05)  # a slow database
+            return None if key == "clk_bad" else KeyInfo(
+                id=7, name="k", prefix="clk_abcd", enabled=True, rpm_limit=None,
+                created_at=datetime.now(UTC), last_used_at=None)
+
+    auth = KeyAuth(Store(), cache_ttl=0.0)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        got = await asyncio.gather(*(auth.authenticate("Bearer clk_good") for _ in range(50)))
+        assert {k.id for k in got} == {7} and Store.calls == 1
+        bad = await asyncio.gather(*(auth.authenticate("Bearer clk_bad") for _ in range(5)),
+                                   return_exceptions=True)
+        assert all(isinstance(e, ApiError) and e.status == 401 for e in bad)
+        assert Store.calls == 2
+
+    asyncio.run(scenario())
