@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, FastAPI
 from redis.asyncio import Redis
 from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.types import ASGIApp
 
 from gateway import background
 from gateway.accounting import Recorder
@@ -30,7 +32,7 @@ from gateway.keys import KeyAuth, RateLimiter
 from gateway.leases import LeaseKeeper
 from gateway.metrics import Metrics
 from gateway.pools import Pool, build_pools
-from gateway.routes import client_router
+from gateway.routes import ClientApi, client_router, fast_path
 from gateway.store import GatewayStore
 from gateway.tracker import make_gateway_tracker
 
@@ -80,8 +82,9 @@ class Gateway:
             if redis_url else None
         )
         self.limiter = RateLimiter(self._redis, config.redis_timeout)
+        self.api = ClientApi(self)
         self.router = APIRouter()
-        self.router.include_router(client_router(self))
+        self.router.include_router(client_router(self.api))
         self.router.include_router(admin_router(self))
         self._refresh: asyncio.Task[None] | None = None
         self._started = False
@@ -139,15 +142,24 @@ class Gateway:
         return self.metrics.render(snap, extra)
 
 
-def create_gateway_app(gateway: Gateway) -> FastAPI:
-    """A standalone app (``corlens gateway``): the gateway's routes, /health and /metrics."""
+def create_gateway_app(gateway: Gateway) -> ASGIApp:
+    """A standalone app (``corlens gateway``): the gateway's routes, /health and /metrics,
+    with the two completion routes on the :func:`~gateway.routes.fast_path`."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gateway.startup()
+        # What exists now (modules, app, config, clients) lives as long as the process: freeze
+        # it, so a full garbage collection walks only what requests leave behind. Unfrozen, the
+        # collector's full passes over the whole heap stalled the loop for tens of milliseconds
+        # under load (gateway bench at c=50: p99 inside the gateway 130-210 ms -> about 50 ms,
+        # CPU per request -25%).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             await gateway.shutdown()
 
     app = FastAPI(title="corlens gateway", lifespan=lifespan)
@@ -164,4 +176,4 @@ def create_gateway_app(gateway: Gateway) -> FastAPI:
         return PlainTextResponse(await gateway.metrics_text(),
                                  media_type="text/plain; version=0.0.4")
 
-    return app
+    return fast_path(app, gateway.api)

@@ -7,13 +7,13 @@ rate limit), ``client_closed`` (the client went away mid-stream).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from starlette.responses import JSONResponse, Response
 
 from gateway.accounting import Recorder
@@ -81,7 +81,7 @@ class Forwarder:
         finally:
             self.metrics.inflight -= 1
         self.finish(call, "ok", 200)
-        return JSONResponse(out, headers=self.headers(call, lease))
+        return Json(out, headers=self.headers(call, lease))
 
     def _shape(self, call: Call, lease: Lease, data: dict[str, Any]) -> dict[str, Any]:
         if call.endpoint == "completions":
@@ -182,7 +182,7 @@ class Forwarder:
                     state["done"] = True
                     break
                 try:
-                    parsed = json.loads(data)
+                    parsed = orjson.loads(data)
                 except ValueError:
                     yield event
                     continue
@@ -233,5 +233,12 @@ class Forwarder:
         return error_response(e, {"x-request-id": call.request_id})
 
 
+class Json(JSONResponse):
+    """A JSON answer rendered by orjson (compact UTF-8, as Starlette's, several times faster)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def error_response(e: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(e.body(), status_code=e.status, headers={**(headers or {}), **e.headers()})
+    return Json(e.body(), status_code=e.status, headers={**(headers or {}), **e.headers()})

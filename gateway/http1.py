@@ -60,8 +60,9 @@ class Response:
         self._keep = headers.get("connection", "").lower() != "close"
         self._done = False
 
-    async def chunks(self, timeout: float) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive (transfer encoding removed); ``timeout`` per read."""
+    async def chunks(self, timeout: float | None) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive (transfer encoding removed); ``timeout`` per read (None:
+        the caller bounds the whole exchange)."""
         conn = self._conn
         if conn is None:
             return
@@ -97,7 +98,7 @@ class Response:
                 OSError) as e:
             raise HttpError("protocol", f"bad body ({type(e).__name__})") from None
 
-    async def read(self, timeout: float) -> bytes:
+    async def read(self, timeout: float | None) -> bytes:
         parts = [c async for c in self.chunks(timeout)]
         return b"".join(parts)
 
@@ -153,9 +154,10 @@ class Pool:
             raise HttpError("connect", f"connect failed ({type(e).__name__})") from None
         return _Conn(reader, writer)
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str], timeout: float
-                   ) -> Response:
-        """Send a POST and wait (up to ``timeout``) for the status line and headers."""
+    async def post(self, path: str, body: bytes, headers: dict[str, str],
+                   timeout: float | None) -> Response:
+        """Send a POST and wait (up to ``timeout``; None: the caller bounds it) for the status
+        line and headers."""
         head = [f"POST {self.prefix}{path} HTTP/1.1".encode(), b"Host: " + self.host_header,
                 b"Content-Type: application/json", f"Content-Length: {len(body)}".encode()]
         head += [f"{k}: {v}".encode() for k, v in headers.items()]
@@ -168,8 +170,8 @@ class Pool:
                 pass  # the server closed it while idle: it never saw this request
         return await self._exchange(await self._connect(), request, timeout, fresh=True)
 
-    async def _exchange(self, conn: _Conn, request: bytes, timeout: float, fresh: bool = False
-                        ) -> Response:
+    async def _exchange(self, conn: _Conn, request: bytes, timeout: float | None,
+                        fresh: bool = False) -> Response:
         try:
             conn.writer.write(request)
             async with asyncio.timeout(timeout):

@@ -2,9 +2,10 @@
 
 A replica trusts a key lookup for ``key_cache_ttl`` seconds, so a key disabled through another
 replica (or the CLI) is refused within that time; a key disabled through this replica's admin
-route is refused at once. Rate limits are shared through Redis when there is one (a fixed
-one-minute window per key, bounded by the Redis timeout), otherwise counted per replica (a
-sliding minute); a Redis failure falls back to the local count for ``REDIS_BACKOFF`` seconds.
+route is refused at once. Requests that find the same key's entry expired share one lookup.
+Rate limits are shared through Redis when there is one (a fixed one-minute window per key,
+bounded by the Redis timeout), otherwise counted per replica (a sliding minute); a Redis failure
+falls back to the local count for ``REDIS_BACKOFF`` seconds.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class KeyAuth:
         self.store = store
         self.cache_ttl = cache_ttl
         self._cache: dict[str, tuple[float, KeyInfo | None]] = {}
+        self._lookups: dict[str, asyncio.Future[KeyInfo | None]] = {}
 
     async def authenticate(self, header: str | None) -> KeyInfo:
         token = bearer(header)
@@ -55,14 +57,28 @@ class KeyAuth:
         if hit is not None and hit[0] > now:
             info = hit[1]
         else:
-            info = await asyncio.to_thread(self.store.find_key, token)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (now + self.cache_ttl, info)
+            info = await self._lookup(digest, token)
         if info is None:
             raise ApiError(401, "invalid_api_key", "the API key is not valid")
         if not info.enabled:
             raise ApiError(401, "disabled_api_key", f"API key {info.prefix}... is disabled")
+        return info
+
+    async def _lookup(self, digest: str, token: str) -> KeyInfo | None:
+        """One database lookup per key at a time: at a thousand requests a second, an expired
+        entry would otherwise send every request arriving during the lookup to the database."""
+        pending = self._lookups.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch(digest, token))
+            self._lookups[digest] = pending
+            pending.add_done_callback(lambda _: self._lookups.pop(digest, None))
+        return await asyncio.shield(pending)  # a waiter that leaves does not cancel the others'
+
+    async def _fetch(self, digest: str, token: str) -> KeyInfo | None:
+        info = await asyncio.to_thread(self.store.find_key, token)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (time.monotonic() + self.cache_ttl, info)
         return info
 
     def forget(self, key_id: int) -> None:

@@ -114,7 +114,7 @@ class LeaseKeeper:
         """Release in a task of its own, so the answer does not wait for the tracker (the
         slot is freed a moment after the router finished: still never over the limit)."""
         self.live.pop(lease.lease_id, None)
-        task = asyncio.create_task(self.release(lease))
+        task = asyncio.create_task(self._release(lease))  # a task of its own: nothing cancels it
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
 
@@ -122,11 +122,13 @@ class LeaseKeeper:
         """Free the lease's slot; shielded from cancellation and bounded in time."""
         self.live.pop(lease.lease_id, None)
         with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_BOUND_S):
-            try:
-                await self.tracker.release(lease)
-            except TrackerFailure as e:
-                log.warning("releasing a lease failed (%s); its TTL will free it",
-                            type(e).__name__)
+            await self._release(lease)
+
+    async def _release(self, lease: Lease) -> None:
+        try:
+            await self.tracker.release(lease)
+        except TrackerFailure as e:
+            log.warning("releasing a lease failed (%s); its TTL will free it", type(e).__name__)
 
     async def report(self, session_key: str, ok: bool) -> None:
         if ok:

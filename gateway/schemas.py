@@ -6,9 +6,9 @@ the pool's chat template.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.config import ChatTemplate
@@ -52,7 +52,7 @@ class ChatRequest(_Sampling):
 def parse_body(raw: bytes, model: type[T]) -> T:
     """Validate a JSON body; a problem raises 422 naming the first bad field."""
     try:
-        data = json.loads(raw) if raw else None
+        data = orjson.loads(raw) if raw else None
     except ValueError as e:
         raise ApiError(422, "invalid_body", f"body is not valid JSON: {e}") from None
     if not isinstance(data, dict):

@@ -94,6 +94,7 @@ class GatewayStore:
     def __init__(self, database_url: str, engine: sa.Engine | None = None) -> None:
         self.url = database_url
         self.engine = engine or make_engine(database_url)
+        self._insert_new = insert_new_requests(self.engine.dialect.name)
 
     # ---- keys --------------------------------------------------------------------------------
 
@@ -138,21 +139,25 @@ class GatewayStore:
     def write_batch(self, rows: list[dict[str, Any]], used: Mapping[int, datetime]) -> None:
         """Insert request records and bump keys' ``last_used_at``, in one transaction.
 
-        A request id already recorded is skipped (a retried flush is a no-op)."""
+        A request id already recorded is skipped (a retried flush is a no-op): one
+        ``INSERT ... ON CONFLICT (request_id) DO NOTHING``, no read first."""
         with self.engine.begin() as c:
             if rows:
-                ids = [r["request_id"] for r in rows]
-                seen = set(c.execute(
-                    sa.select(REQUESTS.c.request_id).where(REQUESTS.c.request_id.in_(ids))
-                ).scalars())
-                fresh = [r for r in rows if r["request_id"] not in seen]
-                if fresh:
-                    c.execute(sa.insert(REQUESTS), fresh)
+                c.execute(self._insert_new, rows)
             for key_id, at in used.items():
                 c.execute(sa.update(KEYS).where(KEYS.c.id == key_id).values(last_used_at=at))
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def insert_new_requests(dialect: str) -> Any:
+    """An INSERT of request records that skips request ids already stored (SQLite and
+    PostgreSQL spell it alike)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(REQUESTS).on_conflict_do_nothing(index_elements=["request_id"])
 
 
 def columns(names: Iterable[str]) -> list[sa.ColumnElement[Any]]:

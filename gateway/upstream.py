@@ -11,9 +11,10 @@ retry on another session).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
+
+import orjson
 
 from gateway.capacity.base import SessionSlot
 from gateway.config import UpstreamConfig
@@ -48,10 +49,11 @@ class RouterClient:
     async def _send(self, slot: SessionSlot, token: str | None, body: dict[str, Any]
                     ) -> Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        raw = json.dumps(body, separators=(",", ":")).encode()
+        raw = orjson.dumps(body)
         path = f"/api/v1/completions/{slot.session_id}"
         try:
-            return await self.pool(slot).post(path, raw, headers, self.cfg.timeout)
+            # unbounded here: both callers bound the whole exchange with the upstream timeout
+            return await self.pool(slot).post(path, raw, headers, None)
         except HttpError as e:
             raise translate(e, slot.label) from None
 
@@ -63,7 +65,7 @@ class RouterClient:
             async with asyncio.timeout(self.cfg.timeout):
                 resp = await self._send(slot, token, body)
                 try:
-                    content = await resp.read(self.cfg.timeout)
+                    content = await resp.read(None)
                 finally:
                     await resp.aclose()
         except TimeoutError:
@@ -73,7 +75,7 @@ class RouterClient:
         if resp.status >= 400:
             raise _status_error(where, resp.status, content)
         try:
-            data = json.loads(content)
+            data = orjson.loads(content)
         except ValueError:
             raise UpstreamError("protocol", f"router {where} answered non-JSON") from None
         if not isinstance(data, dict):
@@ -126,7 +128,7 @@ async def _read_bounded(resp: Response, timeout: float) -> bytes:
 def _status_error(where: str, status: int, content: bytes) -> UpstreamError:
     detail = ""
     try:
-        data = json.loads(content[:MAX_ERROR_BODY])
+        data = orjson.loads(content[:MAX_ERROR_BODY])
         if isinstance(data, dict):
             err = data.get("error", data.get("detail", ""))
             detail = err.get("message", "") if isinstance(err, dict) else str(err)

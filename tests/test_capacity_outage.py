@@ -198,3 +198,23 @@ def test_hung_redis_times_out_instead_of_blocking(own_redis: OwnRedis) -> None:
             await tracker.aclose()
 
     asyncio.run(scenario())
+
+
+def test_release_lost_to_a_hung_redis_is_sent_again(own_redis: OwnRedis) -> None:
+    async def scenario() -> None:
+        tracker = tracker_on(own_redis, "local")  # lease TTL 5 s
+        try:
+            lease = await tracker.acquire("m")
+            start = time.monotonic()
+            own_redis.pause()
+            took, _ = await timed(tracker.release(lease))  # fails, within the bound
+            assert took < BOUND
+            own_redis.resume()
+            while sum(s.inflight for s in (await tracker.snapshot()).sessions) > 0 \
+                    or tracker.mode != "redis":
+                await asyncio.sleep(0.05)
+            assert time.monotonic() - start < 4.0  # freed by the retry, not by the 5 s TTL
+        finally:
+            await tracker.aclose()
+
+    asyncio.run(scenario())

@@ -167,3 +167,39 @@ async def test_client_errors(router: RouterServer, tmp_path: Path) -> None:
         assert all("key" not in k and "key_hash" not in k for k in listed)
         r = await c.post("/admin/keys", json={"name": ""}, headers=ADMIN_H)
         assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "name"
+
+
+async def test_mounted_routes_answer_as_the_fast_path(router: RouterServer,
+                                                      tmp_path: Path) -> None:
+    """``corlens serve`` mounts the FastAPI routes; ``corlens gateway`` answers the completion
+    routes on its bare ASGI fast path. Both give the same answers, and refuse a body over
+    4 MiB with 413."""
+    from fastapi import FastAPI
+
+    db = migrated_sqlite(tmp_path)
+    _, key = add_key(db)
+    section = gateway_section({"m": sessions_of(router, [1, 2], 2, "router-secret")})
+    async with serve_gateway(section, db_url=db, redis_url=None) as s:
+        mounted = FastAPI()
+        mounted.include_router(s.gateway.router)
+        fast = httpx.AsyncClient(base_url=s.url, headers=bearer(key))
+        slow = httpx.AsyncClient(transport=httpx.ASGITransport(app=mounted),
+                                 base_url="http://gw", headers=bearer(key))
+        async with fast, slow:
+            for path, body in (
+                    ("/v1/completions", {"model": "m", "prompt": "x"}),
+                    ("/v1/chat/completions", {"model": "m",
+                                              "messages": [{"role": "user", "content": "x"}]}),
+                    ("/v1/completions", {"model": "m", "prompt": "x", "max_tokens": "lots"}),
+                    ("/v1/completions", {"model": "nope", "prompt": "x"})):
+                a, b = await fast.post(path, json=body), await slow.post(path, json=body)
+                assert a.status_code == b.status_code, (path, body, a.text, b.text)
+                if a.status_code == 200:
+                    assert a.json().keys() == b.json().keys()
+                    assert a.headers["x-cortensor-router"] and b.headers["x-cortensor-router"]
+                else:
+                    assert a.json()["error"]["code"] == b.json()["error"]["code"]
+            big = b'{"model": "m", "prompt": "' + b"x" * (4 * 1024 * 1024) + b'"}'
+            for client in (fast, slow):
+                r = await client.post("/v1/completions", content=big)
+                assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from api.cli import app as cli_app
@@ -175,3 +176,57 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
     assert (g.wait_timeout, g.queue.max_depth, g.on_redis_failure) == (2.5, 7, "reject")
     assert (g.upstream.timeout, g.breaker.cooloff) == (9.0, 3.0)
     assert g.models["m"].sessions[0].router_token == "secret"
+
+
+def test_request_records_written_once(store_url: str) -> None:
+    """A retried accounting batch (same request ids) writes nothing twice (both backends)."""
+    from gateway.store import GatewayStore
+
+    store = GatewayStore(store_url)
+    try:
+        info, _ = store.create_key("acct")
+        at = datetime.now(UTC)
+        rows = [{"request_id": f"gw-once-{i}", "key_id": info.id, "model": "m",
+                 "endpoint": "completions", "stream": False, "status": "ok", "http_status": 200,
+                 "latency_ms": 1.5, "attempts": 1, "replica_id": "r", "created_at": at}
+                for i in range(3)]
+        store.write_batch(rows[:2], {info.id: at})
+        store.write_batch(rows, {info.id: at})  # the first two again: skipped
+        with store.engine.connect() as c:
+            got = c.execute(sa.text("SELECT request_id FROM gateway_request "
+                                    "WHERE request_id LIKE :p"), {"p": "gw-once-%"}
+                            ).scalars().all()
+        assert sorted(got) == [f"gw-once-{i}" for i in range(3)]
+        assert next(k for k in store.list_keys() if k.id == info.id).last_used_at is not None
+    finally:
+        store.dispose()
+
+
+def test_concurrent_requests_share_one_key_lookup() -> None:
+    """An expired cache entry sends one lookup to the database, not one per waiting request."""
+    import threading
+
+    from gateway.keys import KeyAuth
+    from gateway.store import KeyInfo
+
+    class Store:
+        calls = 0
+
+        def find_key(self, key: str) -> KeyInfo | None:
+            Store.calls += 1
+            threading.Event().wait(0.05)  # a slow database
+            return None if key == "clk_bad" else KeyInfo(
+                id=7, name="k", prefix="clk_abcd", enabled=True, rpm_limit=None,
+                created_at=datetime.now(UTC), last_used_at=None)
+
+    auth = KeyAuth(Store(), cache_ttl=0.0)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        got = await asyncio.gather(*(auth.authenticate("Bearer clk_good") for _ in range(50)))
+        assert {k.id for k in got} == {7} and Store.calls == 1
+        bad = await asyncio.gather(*(auth.authenticate("Bearer clk_bad") for _ in range(5)),
+                                   return_exceptions=True)
+        assert all(isinstance(e, ApiError) and e.status == 401 for e in bad)
+        assert Store.calls == 2
+
+    asyncio.run(scenario())

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -126,7 +126,7 @@ class LineTracker(ABC):
                     wait_deadline: float, queue_deadline: float) -> Lease:
         """:meth:`acquire` with explicit monotonic deadlines (a fallback inherits the rest of
         a request's budget)."""
-        lease_id = self._lease_prefix + uuid.uuid4().hex
+        lease_id = self._lease_prefix + os.urandom(16).hex()  # as uuid4().hex, cheaper
         outcome = await self._attempt_once(model, lease_id, exclude, None)
         if isinstance(outcome, Admitted):
             return self._lease(lease_id, outcome.session, started)

@@ -13,7 +13,8 @@ Key layout (``P`` is the key prefix, default ``corlens:gw:``):
 - ``P lx:<model>``       HASH seq -> excluded session keys, newline-joined (only when any).
 - ``P cooldown``         HASH session -> cooldown end ms; ``P fails`` HASH session -> failures
   in a row; ``P drained`` SET of drained sessions.
-- channel ``P free``     ``s:<session>`` when a slot frees, ``m:<model>`` when a ticket leaves.
+- channel ``P free``     ``s:<session>`` when a slot frees while a request waits in a line of
+  a model the session serves (nobody else listens for it), ``m:<model>`` when a ticket leaves.
 """
 
 from __future__ import annotations
@@ -157,13 +158,25 @@ for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', exp, ARGV[i]) end
 return #ARGV - 1
 """
 
-# KEYS: lease zsets.  ARGV: lease id, channel, then one message per key.  Idempotent.
+# KEYS: n lease zsets, then the lines of the models their sessions serve.
+# ARGV: lease id, channel, n, then one message per lease zset.  Idempotent.
+# A freed slot is announced only when one of those lines holds a ticket (always when no line is
+# given): a waiter joins its line in the same atomic step in which it finds no free slot, so
+# none can miss the announcement.
 RELEASE = """
+local n = tonumber(ARGV[3])
+local waiting = #KEYS == n
+for i = n + 1, #KEYS do
+  if redis.call('ZCARD', KEYS[i]) > 0 then
+    waiting = true
+    break
+  end
+end
 local removed = 0
-for i = 1, #KEYS do
+for i = 1, n do
   if redis.call('ZREM', KEYS[i], ARGV[1]) > 0 then
     removed = removed + 1
-    redis.call('PUBLISH', ARGV[2], ARGV[2 + i])
+    if waiting then redis.call('PUBLISH', ARGV[2], ARGV[3 + i]) end
   end
 end
 return removed

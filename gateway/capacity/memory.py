@@ -113,10 +113,10 @@ class MemoryTracker(LineTracker):
             leases[lease.lease_id] = mono + self.config.lease_ttl
             self.counters["renewals"] += 1
             return
-        if expiry is not None:
+        if expiry is not None:  # None: released since the renewal round began
             del leases[lease.lease_id]
             self._freed(lease.session.key)
-        self.counters["expiries"] += 1
+            self.counters["expiries"] += 1
 
     async def release(self, lease: Lease) -> None:
         leases = self._leases.get(lease.session.key, {})

@@ -145,8 +145,7 @@ class RedisLineTracker(LineTracker):
         if not pool or not self.link.usable:
             return
         try:
-            await self.link.run(lua.RELEASE, [self.lease_key(s.key) for s in pool],
-                                [lease_id, self.link.channel, *(f"s:{s.key}" for s in pool)])
+            await self._release(lease_id, [s.key for s in pool])
         except BackendDown:
             log.debug("abandoned lease %s left to expire", lease_id)
 
@@ -164,12 +163,20 @@ class RedisLineTracker(LineTracker):
         key = lease.session.key
         out = int(await self.link.run(lua.RENEW, [self.lease_key(key)], [
             lease.lease_id, _ms(self.config.lease_ttl), self.link.channel, f"s:{key}"]))
-        self.counters["renewals" if out == 1 else "expiries"] += 1
+        if out == 1:
+            self.counters["renewals"] += 1
+        elif out == -1:  # 0: released since the renewal round began, nothing to count
+            self.counters["expiries"] += 1
 
     async def release(self, lease: Lease) -> None:
-        key = lease.session.key
-        await self.link.run(lua.RELEASE, [self.lease_key(key)],
-                            [lease.lease_id, self.link.channel, f"s:{key}"])
+        await self._release(lease.lease_id, [lease.session.key])
+
+    async def _release(self, lease_id: str, sessions: list[str]) -> None:
+        models = sorted({m for s in sessions for m in self._by_session.get(s, ())})
+        keys = [*(self.lease_key(s) for s in sessions),
+                *(f"{self.prefix}line:{m}" for m in models)]
+        await self.link.run(lua.RELEASE, keys, [lease_id, self.link.channel, len(sessions),
+                                                *(f"s:{s}" for s in sessions)])
 
     async def report(self, session_key: str, ok: bool) -> None:
         p = self.prefix

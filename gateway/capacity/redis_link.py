@@ -1,4 +1,7 @@
-"""The Redis edge of capacity tracking: one client, bounded calls, a breaker, a subscription.
+"""The Redis edge of capacity tracking: bounded calls, a breaker, a subscription.
+
+Lua scripts (every admission decision, release and renewal) go over one pipelined connection
+(:mod:`gateway.capacity.resp`); reads, drain changes, pings and the subscription use redis-py.
 
 Every call is bounded by the socket timeouts and an outer guard, so no caller waits on Redis
 longer than :attr:`RedisLink.bound`; a connection error, a timeout or an open breaker all
@@ -23,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.capacity.admission import BackendDown
 from gateway.capacity.breaker import CircuitBreaker
+from gateway.capacity.resp import RespClient, Script
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ class RedisLink:
             socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), decode_responses=True,
             health_check_interval=0)
         self.client: Redis = Redis.from_pool(pool)
+        self.resp = RespClient(url, connect_timeout=timeout)
         self.timeout = timeout
         self.bound = 2 * timeout + GUARD_SLACK  # connect, then one read
         self.breaker = breaker
@@ -69,7 +74,7 @@ class RedisLink:
         self._counters = counters
         self._on_message = on_message
         self._on_down = on_down
-        self._scripts: dict[str, Any] = {}
+        self._scripts: dict[str, Script] = {}
         self._listener: asyncio.Task[None] | None = None
 
     @property
@@ -82,8 +87,9 @@ class RedisLink:
         """Run a Lua script (EVALSHA, loading it again after a Redis restart)."""
         script = self._scripts.get(source)
         if script is None:
-            script = self._scripts[source] = self.client.register_script(source)
-        return await self.call(lambda: script(keys=list(keys), args=list(args)), probe=probe)
+            script = self._scripts[source] = Script(source)
+        return await self.call(lambda: self.resp.evalsha(script, list(keys), list(args)),
+                               probe=probe)
 
     async def call(self, make: Callable[[], Any], *, probe: bool = False) -> Any:
         """Await ``make()`` against Redis within :attr:`bound`; BackendDown when it cannot."""
@@ -93,6 +99,8 @@ class RedisLink:
             async with asyncio.timeout(self.bound):
                 result = await make()
         except LINK_ERRORS as e:
+            if isinstance(e, TimeoutError | RedisTimeoutError):
+                self.resp.drop()  # a connection that stopped answering may be dead
             self.failed(e)
             raise BackendDown(f"Redis unreachable: {type(e).__name__}") from e
         self.reachable = True
@@ -150,4 +158,5 @@ class RedisLink:
 
     async def aclose(self) -> None:
         await self._stop_listener()
+        self.resp.drop()
         await self.client.aclose()

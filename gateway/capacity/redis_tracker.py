@@ -7,6 +7,8 @@ a row the breaker opens and, per ``on_redis_failure``, requests are admitted by 
 rejected at once with reason ``redis_unavailable`` (``degraded-reject``). A monitor task pings
 Redis, refreshes this replica's queue tickets, copies cooldown and drain state into the fallback,
 and probes Redis after each cool-off; a successful probe returns the tracker to Redis mode.
+A Redis lease whose release failed (Redis away) is released again once Redis answers, unless
+its TTL has freed it by then.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MONITOR_INTERVAL = 1.0  # seconds between pings and ticket heartbeats (tickets live 4 s)
 LOCAL_PREFIX = "local-"  # lease ids granted by the fallback, so their release stays local
+MAX_UNRELEASED = 100_000  # failed releases kept for a retry (beyond that, left to their TTL)
 
 Mode = Literal["redis", "degraded-local", "degraded-reject"]
 
@@ -56,6 +59,8 @@ class RedisTracker:
         self.shared = RedisLineTracker(pools, config, self.link, prefix=key_prefix,
                                        counters=self.counters, lease_prefix=lease_prefix)
         self._monitor: asyncio.Task[None] | None = None
+        # lease id -> (lease, monotonic time by which its TTL has freed it anyway)
+        self._unreleased: dict[str, tuple[Lease, float]] = {}
 
     @property
     def mode(self) -> Mode:
@@ -103,12 +108,30 @@ class RedisTracker:
                 await self.shared.renew(lease)
 
     async def release(self, lease: Lease) -> None:
+        """Never waits for a Redis that is away: the release is kept and sent again when Redis
+        answers (see :meth:`_release_again`)."""
         self._start()
         if self.local.owns(lease):
             await self.local.release(lease)
-        elif self.breaker.allows():
-            with contextlib.suppress(BackendDown):
+            return
+        if self.breaker.allows():
+            try:
                 await self.shared.release(lease)
+                return
+            except BackendDown:
+                pass
+        if len(self._unreleased) < MAX_UNRELEASED:
+            # last renewed before now, so expired in Redis by now + TTL at the latest
+            until = time.monotonic() + self.config.lease_ttl
+            self._unreleased[lease.lease_id] = (lease, until)
+
+    async def _release_again(self) -> None:
+        """Send the releases that failed while Redis was away (those whose TTL has not already
+        freed their slot)."""
+        for lease_id, (lease, until) in list(self._unreleased.items()):
+            if until > time.monotonic():
+                await self.shared.release(lease)  # BackendDown: the next round tries again
+            del self._unreleased[lease_id]
 
     async def report(self, session_key: str, ok: bool) -> None:
         self._start()
@@ -157,6 +180,7 @@ class RedisTracker:
                     log.warning("Redis reachable again: back to shared capacity")
                     await self.link.restart_listener()
                 with contextlib.suppress(BackendDown):
+                    await self._release_again()
                     await self.shared.heartbeat()
                     state = await self.shared.shared_state()
                     self.local.apply_shared_state(state.cooldown, state.failures, state.drained)
