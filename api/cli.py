@@ -170,9 +170,9 @@ def serve(
 
     s = settings_or_exit(config, require_chains=False)
     try:
-        from api.compose import build_app
+        from api.compose import serve_app
 
-        application = build_app(s, run_indexer=not no_indexer)
+        application = serve_app(s, run_indexer=not no_indexer)
     except ConfigError as e:
         raise fail(2, f"config {e}") from None
     try:

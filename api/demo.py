@@ -93,7 +93,7 @@ def run_demo(
         if serve_at is not None:
             import uvicorn
 
-            from api.compose import build_app
+            from api.compose import serve_app
 
             host, port = serve_at
             base = f"http://{host}:{port}"
@@ -105,6 +105,6 @@ def run_demo(
             )
             say("Ctrl-C to stop")
             uvicorn.run(
-                build_app(settings, run_indexer=True), host=host, port=port, log_level="warning"
+                serve_app(settings, run_indexer=True), host=host, port=port, log_level="warning"
             )
         return summary

@@ -203,3 +203,33 @@ async def test_mounted_routes_answer_as_the_fast_path(router: RouterServer,
             for client in (fast, slow):
                 r = await client.post("/v1/completions", content=big)
                 assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+
+async def test_serve_puts_the_completion_routes_on_the_fast_path(router: RouterServer,
+                                                                 tmp_path: Path) -> None:
+    """``corlens serve`` hands uvicorn :func:`api.compose.serve_app`: the completion routes on
+    the gateway's fast path, the API and the gateway's other routes on FastAPI, the collector
+    frozen while it serves and thawed at shutdown."""
+    import gc
+
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from api.compose import serve_app
+    from indexer.config import Settings
+
+    db = migrated_sqlite(tmp_path)
+    _, key = add_key(db)
+    section = gateway_section({"m": sessions_of(router, [1, 2], 2, "router-secret")})
+    app = serve_app(Settings(database_url=db, gateway=section), run_indexer=False)
+    assert not isinstance(app, FastAPI)  # wrapped by the fast path
+    with TestClient(app, headers=bearer(key)) as c:
+        assert gc.get_freeze_count() > 0
+        r = c.post("/v1/completions", json={"model": "m", "prompt": "x"})
+        assert r.status_code == 200, r.text
+        assert r.json()["cortensor"]["session_id"] in (1, 2)
+        bad = c.post("/v1/completions", json={"model": "m", "prompt": "x", "max_tokens": "x"})
+        assert bad.status_code == 422 and "max_tokens" in bad.text
+        assert c.get("/v1/models").json()["data"][0]["id"] == "m"  # FastAPI route
+        assert c.get("/api/v1/chains").status_code == 200  # the verification API
+    assert gc.get_freeze_count() == 0
