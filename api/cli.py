@@ -98,9 +98,10 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     """Index the configured chains: backfill, then follow the head (one writer per chain)."""
-    from indexer.runner import follow, index_once, open_store, select_chains, summarize
+    from indexer.runner import follow, index_once, open_store, select_chains, summarize, tune_gc
 
     s = settings_or_exit(config)
+    tune_gc()
     try:
         chains = select_chains(s, chain)
     except ConfigError as e:

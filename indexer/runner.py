@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,22 @@ class Summary:
     malformed: int
     unknown: int
     reorgs: int
+
+
+# Allocations between two young-generation collections (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """For a process that only indexes. Every range parses into hundreds of thousands of
+    dicts and lists that reference counting frees; the cycle collector's young passes every
+    700 allocations were a fifth of ``index --once``'s CPU. What is loaded by now (modules,
+    settings) is frozen out of its reach and the young generation collected 70x less often;
+    cycles are still collected."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def open_store(settings: Settings) -> Store:
