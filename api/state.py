@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -12,11 +11,10 @@ from fastapi import Depends, Path, Request
 
 from api.errors import not_found
 from api.links import Links
+from api.pg_async import AsyncPgPool
 from indexer.config import ChainConfig, Settings
 from indexer.rpc import RpcClient
 
-# Seconds a chain's state row (cursor, tags) is reused by the hot routes.
-CHAIN_STATE_TTL = 1.0
 # Latency samples kept per route for the p50/p99 in /metrics.
 LATENCY_WINDOW = 2048
 
@@ -45,23 +43,10 @@ class AppState:
     public_url: str | None
     metrics: Metrics = field(default_factory=Metrics)
     extra: dict[str, Any] = field(default_factory=dict)
-    _chain_states: dict[int, tuple[float, dict[str, Any] | None]] = field(default_factory=dict)
+    pg: AsyncPgPool | None = None  # async reads for the hot route, on PostgreSQL only
 
     def links(self, chain: ChainConfig, request: Request) -> Links:
         return Links(chain, self.public_url or str(request.base_url))
-
-    def chain_state(self, conn: sa.Connection, chain_id: int) -> dict[str, Any] | None:
-        """The chain's state row, re-read at most every CHAIN_STATE_TTL seconds (it changes
-        once per indexed range; finality labels may lag the tags by that much)."""
-        now = time.monotonic()
-        hit = self._chain_states.get(chain_id)
-        if hit is not None and now - hit[0] < CHAIN_STATE_TTL:
-            return hit[1]
-        from api.queries import chain_state
-
-        row = chain_state(conn, chain_id)
-        self._chain_states[chain_id] = (now, row)
-        return row
 
 
 async def get_state(request: Request) -> AppState:

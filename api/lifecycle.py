@@ -1,0 +1,192 @@
+"""A task's lifecycle in one SQL statement, and its response document (the hot route).
+
+One round trip reads the task, its steps, its miners' actions, its payments and the chain's
+safe/finalized tags: each child table is folded into a JSON array of rows by a correlated
+subquery (``json_agg(json_build_array(..))`` on PostgreSQL, ``json_group_array(json_array(..))``
+on SQLite), so the same statement shape runs on both backends, sync through SQLAlchemy or async
+through psycopg. The document is built as plain dicts in the shape of :class:`TaskDetail` and
+encoded by pydantic-core: no model is instantiated per request.
+
+>>> _sql("sqlite", ":{}").count("json_group_array(json_array("), pg_statement().count("%(")
+(3, 3)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import pydantic_core
+import sqlalchemy as sa
+
+from api.links import Links, finality_of
+from api.payouts_view import payment_doc
+from api.pg_async import AsyncPgPool
+from indexer.config import ChainConfig
+from indexer.project import TASK_STATUSES
+
+KEY = ("chain_id", "session_id", "task_id")  # the task's primary key, the statement's parameters
+TASK_COLS = ("global_id", "client_reference", "task_data", "status", "force_ended")
+STEP_COLS = ("step", "event", "tx_hash", "block_number", "block_time", "log_index", "actor")
+ACTIONS = ("ack", "precommit", "commit")
+MINER_COLS = ("miner", *(f"{a}_{c}" for a in ACTIONS for c in ("tx", "block", "log_index")))
+PAY_COLS = (
+    "kind",
+    "tx_hash",
+    "log_index",
+    "session_id",
+    "task_id",
+    "node",
+    "counterparty",
+    "amount",
+    "block_number",
+    "block_time",
+)
+CHILDREN = (("task_step", STEP_COLS), ("task_miner", MINER_COLS), ("payment", PAY_COLS))
+STEP_ROLE = {
+    "submitted": "client",
+    "queued": "client",
+    "assigned": "router",
+    "acked": "miner",
+    "precommitted": "router",
+    "committed": "router",
+    "ended": "router",
+    "paid": "network",
+}
+STEP_ORDER = {s: i for i, s in enumerate(TASK_STATUSES)}
+Row = dict[str, Any]
+
+
+class TaskRows(NamedTuple):
+    """What the statement returns for one task; ``tags`` is (safe, finalized) or None."""
+
+    task: Row
+    steps: list[Row]
+    miners: list[Row]
+    payments: list[Row]
+    tags: tuple[int, int] | None
+
+
+@functools.cache
+def _sql(dialect: str, param: str) -> str:
+    """The statement for a dialect; ``param`` formats a bind name (``:{}`` or ``%({})s``)."""
+    pg = dialect == "postgresql"
+    agg, arr = ("json_agg", "json_build_array") if pg else ("json_group_array", "json_array")
+    key = " AND ".join(f"c.{k} = t.{k}" for k in KEY)
+    subs = [
+        f"(SELECT {agg}({arr}({', '.join(f'c.{x}' for x in cols)})){'::text' if pg else ''}"
+        f" FROM {table} c WHERE {key})"
+        for table, cols in CHILDREN
+    ]
+    where = " AND ".join(f"t.{k} = {param.format(k)}" for k in KEY)
+    return (
+        f"SELECT {', '.join(f't.{c}' for c in TASK_COLS)}, s.safe_block, s.finalized_block, "
+        f"{', '.join(subs)} FROM task t LEFT JOIN chain_state s ON s.chain_id = t.chain_id "
+        f"WHERE {where}"
+    )
+
+
+def _rows(raw: str | None, cols: tuple[str, ...]) -> list[Row]:
+    return [dict(zip(cols, r, strict=True)) for r in pydantic_core.from_json(raw or "[]")]
+
+
+def decode(row: Any) -> TaskRows:
+    """One result row (a sequence in :func:`_sql`'s column order) as plain rows."""
+    n = len(TASK_COLS)
+    task = dict(zip(TASK_COLS, row[:n], strict=True))
+    task["force_ended"] = bool(task["force_ended"])  # SQLite stores 0/1
+    safe, final = row[n], row[n + 1]
+    steps, miners, pays = (_rows(row[n + 2 + i], cols) for i, (_, cols) in enumerate(CHILDREN))
+    steps.sort(key=lambda s: (STEP_ORDER[s["step"]], s["block_number"], s["log_index"]))
+    miners.sort(key=lambda m: m["miner"])
+    pays.sort(key=lambda p: (p["block_number"], p["log_index"]))
+    tags = None if safe is None else (int(safe), int(final))
+    return TaskRows(task, steps, miners, pays, tags)
+
+
+def _params(key: tuple[int, int, int]) -> dict[str, int]:
+    return dict(zip(KEY, key, strict=True))
+
+
+def fetch(conn: sa.Connection, key: tuple[int, int, int]) -> TaskRows | None:
+    """The rows of task ``key`` (chain_id, session_id, task_id) on any backend, or None."""
+    row = conn.execute(sa.text(_sql(conn.dialect.name, ":{}")), _params(key)).first()
+    return None if row is None else decode(row)
+
+
+async def fetch_pg(pool: AsyncPgPool, key: tuple[int, int, int]) -> TaskRows | None:
+    """:func:`fetch` on PostgreSQL through the async pool (psycopg's ``%(name)s`` binds)."""
+    row = await pool.fetchone(pg_statement(), _params(key))
+    return None if row is None else decode(row)
+
+
+def pg_statement() -> str:
+    return _sql("postgresql", "%({})s")
+
+
+def _finality(tags: tuple[int, int] | None) -> Callable[[int], str]:
+    if tags is None:
+        return lambda _block: "latest"
+    safe, final = tags
+    return lambda block: finality_of(block, safe, final)
+
+
+def _action(m: Row, act: str, fin: Callable[[int], str], links: Links) -> Row | None:
+    tx = m[f"{act}_tx"]
+    if not tx:
+        return None
+    block = m[f"{act}_block"]
+    return {
+        "tx_hash": tx,
+        "block_number": block,
+        "log_index": m[f"{act}_log_index"],
+        "finality": fin(block),
+        "explorer_url": links.tx(tx),
+    }
+
+
+def document(chain: ChainConfig, links: Links, session_id: int, task_id: int, r: TaskRows) -> Row:
+    """The response document: exactly the fields of :class:`api.schemas.TaskDetail`."""
+    fin, t = _finality(r.tags), r.task
+    return {
+        "chain": chain.name,
+        "session_id": session_id,
+        "task_id": task_id,
+        "global_id": t["global_id"],
+        "client_reference": t["client_reference"],
+        "task_data": t["task_data"],
+        "status": t["status"],
+        "force_ended": t["force_ended"],
+        "steps": [
+            {
+                "step": s["step"],
+                "event": s["event"],
+                "tx_hash": s["tx_hash"],
+                "block_number": s["block_number"],
+                "block_time": s["block_time"],
+                "log_index": s["log_index"],
+                "actor": s["actor"],
+                "actor_role": STEP_ROLE[s["step"]],
+                "finality": fin(s["block_number"]),
+                "explorer_url": links.tx(s["tx_hash"]),
+            }
+            for s in r.steps
+        ],
+        "miners": [
+            {
+                "address": m["miner"],
+                "explorer_url": links.address(m["miner"]),
+                **{a: _action(m, a, fin, links) for a in ACTIONS},
+            }
+            for m in r.miners
+        ],
+        "payments": [payment_doc(p, fin(p["block_number"]), links) for p in r.payments],
+        "dashboard_url": links.task_dashboard(session_id, task_id),
+        "verify_url": links.verify(session_id, task_id),
+    }
+
+
+def encode(doc: Row) -> bytes:
+    """JSON bytes of a document (pydantic-core's encoder: the one FastAPI's models use)."""
+    return pydantic_core.to_json(doc)
