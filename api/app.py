@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import errors, ops, routes, routes_more
-from api.pg_async import AsyncPgPool
+from api.lifecycle import PgLifecycles
 from api.state import AppState, Metrics
 from indexer.config import Settings
 from indexer.db import ensure_schema, make_engine
@@ -50,7 +50,9 @@ def create_app(
         chains={c.name: c for c in settings.chains},
         rpcs={},
         public_url=settings.public_url,
-        pg=AsyncPgPool(settings.database_url) if engine.dialect.name == "postgresql" else None,
+        lifecycles=(
+            PgLifecycles(settings.database_url) if engine.dialect.name == "postgresql" else None
+        ),
     )
 
     @contextlib.asynccontextmanager
@@ -76,8 +78,8 @@ def create_app(
             for rpc in state.rpcs.values():
                 await rpc.aclose()
             engine.dispose()
-            if state.pg is not None:
-                await state.pg.close()
+            if state.lifecycles is not None:
+                await state.lifecycles.close()
             if "write_engine" in state.extra:
                 state.extra["write_engine"].dispose()
 

@@ -7,7 +7,7 @@ on SQLite), so the same statement shape runs on both backends, sync through SQLA
 through psycopg. The document is built as plain dicts in the shape of :class:`TaskDetail` and
 encoded by pydantic-core: no model is instantiated per request.
 
->>> _sql("sqlite", ":{}").count("json_group_array(json_array("), pg_statement().count("%(")
+>>> _sql("sqlite").count("json_group_array(json_array("), PG_MANY.count("json_agg(")
 (3, 3)
 """
 
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from api.links import Links, finality_of
 from api.payouts_view import payment_doc
-from api.pg_async import AsyncPgPool
+from api.pg_async import AsyncPgPool, Coalescer
 from indexer.config import ChainConfig
 from indexer.project import TASK_STATUSES
 
@@ -56,6 +56,7 @@ STEP_ROLE = {
 }
 STEP_ORDER = {s: i for i, s in enumerate(TASK_STATUSES)}
 Row = dict[str, Any]
+Key = tuple[int, int, int]  # chain_id, session_id, task_id
 
 
 class TaskRows(NamedTuple):
@@ -68,9 +69,8 @@ class TaskRows(NamedTuple):
     tags: tuple[int, int] | None
 
 
-@functools.cache
-def _sql(dialect: str, param: str) -> str:
-    """The statement for a dialect; ``param`` formats a bind name (``:{}`` or ``%({})s``)."""
+def _select(dialect: str) -> str:
+    """Columns of one result row: task, tags, the three arrays, then the task's key."""
     pg = dialect == "postgresql"
     agg, arr = ("json_agg", "json_build_array") if pg else ("json_group_array", "json_array")
     key = " AND ".join(f"c.{k} = t.{k}" for k in KEY)
@@ -79,12 +79,30 @@ def _sql(dialect: str, param: str) -> str:
         f" FROM {table} c WHERE {key})"
         for table, cols in CHILDREN
     ]
-    where = " AND ".join(f"t.{k} = {param.format(k)}" for k in KEY)
     return (
         f"SELECT {', '.join(f't.{c}' for c in TASK_COLS)}, s.safe_block, s.finalized_block, "
-        f"{', '.join(subs)} FROM task t LEFT JOIN chain_state s ON s.chain_id = t.chain_id "
-        f"WHERE {where}"
+        f"{', '.join(subs)}, t.session_id, t.task_id"
     )
+
+
+TAGS = "LEFT JOIN chain_state s ON s.chain_id = t.chain_id"
+
+
+@functools.cache
+def _sql(dialect: str, bind: str = ":{}") -> str:
+    """One task, by its key (binds formatted by ``bind``: SQLAlchemy's, or psycopg's)."""
+    where = " AND ".join(f"t.{k} = {bind.format(k)}" for k in KEY)
+    return f"{_select(dialect)} FROM task t {TAGS} WHERE {where}"
+
+
+PG_ONE = _sql("postgresql", "%({})s")
+# Several tasks of one chain in one statement (arrays of keys, unnested); for one task it
+# costs more than PG_ONE.
+PG_MANY = (
+    f"{_select('postgresql')} FROM unnest(%(session_ids)s::bigint[], %(task_ids)s::bigint[])"
+    " AS k(session_id, task_id) JOIN task t ON t.chain_id = %(chain_id)s"
+    f" AND t.session_id = k.session_id AND t.task_id = k.task_id {TAGS}"
+)
 
 
 def _rows(raw: str | None, cols: tuple[str, ...]) -> list[Row]:
@@ -105,24 +123,46 @@ def decode(row: Any) -> TaskRows:
     return TaskRows(task, steps, miners, pays, tags)
 
 
-def _params(key: tuple[int, int, int]) -> dict[str, int]:
-    return dict(zip(KEY, key, strict=True))
-
-
-def fetch(conn: sa.Connection, key: tuple[int, int, int]) -> TaskRows | None:
+def fetch(conn: sa.Connection, key: Key) -> TaskRows | None:
     """The rows of task ``key`` (chain_id, session_id, task_id) on any backend, or None."""
-    row = conn.execute(sa.text(_sql(conn.dialect.name, ":{}")), _params(key)).first()
+    row = conn.execute(sa.text(_sql(conn.dialect.name)), dict(zip(KEY, key, strict=True))).first()
     return None if row is None else decode(row)
 
 
-async def fetch_pg(pool: AsyncPgPool, key: tuple[int, int, int]) -> TaskRows | None:
-    """:func:`fetch` on PostgreSQL through the async pool (psycopg's ``%(name)s`` binds)."""
-    row = await pool.fetchone(pg_statement(), _params(key))
-    return None if row is None else decode(row)
+async def fetch_many_pg(pool: AsyncPgPool, keys: list[Key]) -> dict[Key, TaskRows]:
+    """:func:`fetch` for many tasks on PostgreSQL: one statement per chain among ``keys``."""
+    if len(keys) == 1:
+        rows = await pool.fetchall(PG_ONE, dict(zip(KEY, keys[0], strict=True)))
+        return {keys[0]: decode(rows[0])} if rows else {}
+    out = {}
+    for chain_id in {k[0] for k in keys}:
+        mine = [k for k in keys if k[0] == chain_id]
+        params = {
+            "chain_id": chain_id,
+            "session_ids": [k[1] for k in mine],
+            "task_ids": [k[2] for k in mine],
+        }
+        for row in await pool.fetchall(PG_MANY, params):
+            out[(chain_id, row[-2], row[-1])] = decode(row)
+    return out
 
 
-def pg_statement() -> str:
-    return _sql("postgresql", "%({})s")
+class PgLifecycles:
+    """Lifecycle reads on PostgreSQL: the async pool, and requests that arrive together
+    coalesced into one statement."""
+
+    def __init__(self, url: str) -> None:
+        self.pool = AsyncPgPool(url)
+        self.batch: Coalescer[Key, TaskRows] = Coalescer(self._many)
+
+    async def _many(self, keys: list[Key]) -> dict[Key, TaskRows]:
+        return await fetch_many_pg(self.pool, keys)
+
+    async def get(self, key: Key) -> TaskRows | None:
+        return await self.batch.get(key)
+
+    async def close(self) -> None:
+        await self.pool.close()
 
 
 def _finality(tags: tuple[int, int] | None) -> Callable[[int], str]:

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from fastapi import Depends, Path, Request
 
 from api.errors import not_found
+from api.lifecycle import PgLifecycles
 from api.links import Links
-from api.pg_async import AsyncPgPool
 from indexer.config import ChainConfig, Settings
 from indexer.rpc import RpcClient
 
@@ -43,10 +43,17 @@ class AppState:
     public_url: str | None
     metrics: Metrics = field(default_factory=Metrics)
     extra: dict[str, Any] = field(default_factory=dict)
-    pg: AsyncPgPool | None = None  # async reads for the hot route, on PostgreSQL only
+    lifecycles: PgLifecycles | None = None  # the hot route's async reads, on PostgreSQL
 
     def links(self, chain: ChainConfig, request: Request) -> Links:
         return Links(chain, self.public_url or str(request.base_url))
+
+    def chain(self, name: str) -> ChainConfig:
+        """A configured chain, or a 404 naming the configured ones."""
+        c = self.chains.get(name)
+        if c is None:
+            raise not_found("chain", chain=name, configured=sorted(self.chains))
+        return c
 
 
 async def get_state(request: Request) -> AppState:
@@ -65,14 +72,11 @@ def get_conn(state: StateDep) -> Iterator[sa.Connection]:
 ConnDep = Annotated[sa.Connection, Depends(get_conn)]
 
 
-async def get_chain(
-    state: StateDep,
-    chain: Annotated[str, Path(description="A configured chain name", max_length=64)],
-) -> ChainConfig:
-    c = state.chains.get(chain)
-    if c is None:
-        raise not_found("chain", chain=chain, configured=sorted(state.chains))
-    return c
+ChainName = Annotated[str, Path(description="A configured chain name", max_length=64)]
+
+
+async def get_chain(state: StateDep, chain: ChainName) -> ChainConfig:
+    return state.chain(chain)
 
 
 ChainDep = Annotated[ChainConfig, Depends(get_chain)]

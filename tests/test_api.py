@@ -3,10 +3,12 @@ property-based run (schemathesis) over every route that must never answer 5xx.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import schemathesis
@@ -89,7 +91,7 @@ def test_task_route_is_the_same_on_postgresql(client: TestClient, world: Any,
     index(pg_settings)
     paths = [f"/api/v1/chains/local/sessions/{s}/tasks/{t}" for s, t in ledger.tasks]
     with TestClient(build_app(pg_settings, run_indexer=False)) as pg:
-        assert pg.app.state.corlens.pg is not None  # type: ignore[attr-defined]
+        assert pg.app.state.corlens.lifecycles is not None  # type: ignore[attr-defined]
         for round_ in range(2):
             for path in paths:
                 want, got = client.get(path).json(), pg.get(path).json()
@@ -101,7 +103,28 @@ def test_task_route_is_the_same_on_postgresql(client: TestClient, world: Any,
                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
         r = pg.get("/api/v1/chains/local/sessions/0/tasks/99999")
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
-    assert any(client.get(p).json()["payments"] for p in paths)
+        want = {p: client.get(p).json() for p in paths}
+    assert any(w["payments"] for w in want.values())
+    # Concurrent requests share statements (PgLifecycles' coalescer) and get their own task.
+    statements, got = asyncio.run(_concurrently(build_app(pg_settings, run_indexer=False),
+                                                paths * 4 + paths[:1] * 8))
+    assert got == [want[p] for p in paths * 4 + paths[:1] * 8]
+    assert 1 <= statements < len(got)
+
+
+async def _concurrently(app: Any, paths: list[str]) -> tuple[int, list[Any]]:
+    pool = app.state.corlens.lifecycles.pool
+    real, seen = pool.fetchall, []
+
+    async def counted(sql: str, params: dict[str, Any]) -> Any:
+        seen.append(params)
+        return await real(sql, params)
+
+    pool.fetchall = counted
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+        got = await asyncio.gather(*(c.get(p) for p in paths))
+    return len(seen), [r.json() for r in got]
 
 
 def test_testnet0_links_go_to_arbiscan_and_the_dashboard() -> None:

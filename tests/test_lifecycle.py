@@ -1,0 +1,80 @@
+"""The lifecycle read path's pure parts: the coalescer (group commit) and the statements."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from api import lifecycle
+from api.pg_async import Coalescer, conninfo
+
+
+class Lookups:
+    """A lookup that records its batches and finishes when the test says so."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[list[int]] = []
+        self.release = asyncio.Event()
+        self.fail = fail
+
+    async def __call__(self, keys: list[int]) -> dict[int, str]:
+        self.batches.append(keys)
+        await self.release.wait()
+        if self.fail:
+            raise RuntimeError("database went away")
+        return {k: f"v{k}" for k in keys if k != 404}
+
+
+def test_coalescer_runs_at_once_below_the_limit_and_batches_what_waits() -> None:
+    async def run() -> tuple[list[str | None], list[list[int]]]:
+        look = Lookups()
+        c: Coalescer[int, str] = Coalescer(look, limit=2)
+        calls = [asyncio.ensure_future(c.get(k)) for k in (1, 2, 3, 4, 3, 404)]
+        await asyncio.sleep(0)
+        assert look.batches == [[1], [2]]  # two at once; the rest wait for one to finish
+        look.release.set()
+        return list(await asyncio.gather(*calls)), look.batches
+
+    got, batches = asyncio.run(run())
+    assert got == ["v1", "v2", "v3", "v4", "v3", None]
+    assert batches == [[1], [2], [3, 4, 404]]  # duplicates share one key in the batch
+
+
+def test_coalescer_hands_a_failure_to_every_caller_of_the_batch() -> None:
+    async def run() -> list[object]:
+        look = Lookups(fail=True)
+        c: Coalescer[int, str] = Coalescer(look, limit=1)
+        calls = [asyncio.ensure_future(c.get(k)) for k in (1, 2, 3)]
+        await asyncio.sleep(0)
+        look.release.set()
+        out = await asyncio.gather(*calls, return_exceptions=True)
+        assert look.batches == [[1], [2, 3]] and c._running == 0
+        return out
+
+    assert all(isinstance(e, RuntimeError) for e in asyncio.run(run()))
+
+
+def test_coalescer_survives_a_caller_that_went_away() -> None:
+    async def run() -> str | None:
+        look = Lookups()
+        c: Coalescer[int, str] = Coalescer(look, limit=1)
+        first = asyncio.ensure_future(c.get(1))
+        gone = asyncio.ensure_future(c.get(2))
+        await asyncio.sleep(0)
+        gone.cancel()
+        look.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return await first
+
+    assert asyncio.run(run()) == "v1"
+
+
+def test_statements_fetch_the_same_columns_on_every_backend() -> None:
+    one, many = lifecycle.PG_ONE, lifecycle.PG_MANY
+    assert one.split(" FROM task t")[0] == many.split(" FROM unnest")[0]
+    assert "%(task_id)s" in one and "%(task_ids)s::bigint[]" in many
+    sqlite = lifecycle._sql("sqlite")
+    assert sqlite.count("json_group_array(json_array(") == 3 and ":task_id" in sqlite
+    assert conninfo("postgresql+psycopg://u:p@h:5/db") == "postgresql://u:p@h:5/db"
