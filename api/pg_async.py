@@ -23,9 +23,11 @@ import psycopg
 import sqlalchemy as sa
 from psycopg.pq import TransactionStatus
 
-# Connections the hot route may hold: enough to keep PostgreSQL's backends busy on this kind
-# of machine while requests queue in the loop, far fewer than the 40 threads of the sync pool.
-ASYNC_POOL = 8
+# Statements in flight (and connections held) for the hot route: one executing while the
+# previous batch's rows are decoded. More in flight means smaller batches and more backends
+# competing for the same cores: on 2 cores, 8 in flight served ~15% fewer requests/s than 1-2
+# (bench/api.py-style load at concurrency 32, shuffled A/B slices).
+IN_FLIGHT = 2
 # Keys per coalesced statement: larger batches are split (each part takes a connection).
 MAX_BATCH = 64
 
@@ -41,7 +43,7 @@ def conninfo(url: str) -> str:
 class AsyncPgPool:
     """``await pool.fetchall(sql, params)``: one statement on a pooled async connection."""
 
-    def __init__(self, url: str, size: int = ASYNC_POOL) -> None:
+    def __init__(self, url: str, size: int = IN_FLIGHT) -> None:
         self.conninfo = conninfo(url)
         self.size = size
         self._idle: list[psycopg.AsyncConnection[Any]] = []
@@ -99,7 +101,7 @@ class Coalescer(Generic[K, V]):
     def __init__(
         self,
         lookup: Callable[[list[K]], Awaitable[dict[K, V]]],
-        limit: int = ASYNC_POOL,
+        limit: int = IN_FLIGHT,
         max_batch: int = MAX_BATCH,
     ) -> None:
         self.lookup = lookup
