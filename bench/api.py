@@ -1,7 +1,7 @@
 """Task lifecycle route against a constant-JSON route, same server, same run (issue 3).
 
     python -m bench.api [--tasks 1000000] [--reuse DBNAME] [--keep] [--path rows|batch]
-                        [--requests 2000] [--duration 10] [--profile 10]
+                        [--requests 2000] [--duration 10] [--profile 10] [--cold]
 
 1. A PostgreSQL database (fresh, or ``--reuse DBNAME``: created if missing, loading resumes from
    its cursor and is skipped when complete), upgraded with the migrations, then ``--tasks``
@@ -10,15 +10,19 @@
    rows through the store's bulk upserts; ``--path batch`` uses ``Store.write_batch`` itself
    (3-4x slower here). Then VACUUM ANALYZE. The database is dropped at the end unless
    ``--keep`` or ``--reuse``.
-2. ``python -m bench.api_app`` under uvicorn (1 worker, loopback, free port): the real app
+2. Unless ``--cold``: ``pg_prewarm`` reads the route's tables and indexes into the OS page
+   cache (a server that has been serving holds them; shared_buffers cannot). Then
+   ``python -m bench.api_app`` under uvicorn (1 worker, loopback, free port): the real app
    plus ``GET /bench/constant`` (bench/api_app.py explains the floor).
 3. A raw asyncio HTTP/1.1 keep-alive client (cheaper than httpx, so it stays off the critical
    core): warm-up; concurrency 1, ``--requests`` sequential requests per route, alternating
-   routes in 4 rounds -> p50/p99; concurrency 32 for ``--duration`` s per route (2 alternating
-   halves) -> requests/s, with the CPU seconds of the server, postgres and this client. The
-   same figures for two bench-only variants of the route (bench/api_app.py), as what-ifs.
-4. ``--profile S``: SQL round trips per task request (counted in-process) and py-spy (if
-   installed) sampling the server for S s at concurrency 32, summarised by layer and function.
+   routes in 4 rounds -> p50/p99; concurrency 32 for ``--duration`` s per route (5 slices,
+   interleaved with the other routes') -> requests/s, with the CPU seconds of the server,
+   postgres and this client. The same figures for a bench-only variant of the route
+   (bench/api_app.py), as a what-if.
+4. ``--profile S``: SQL statements per task request (counted in-process, alone and under
+   concurrency) and py-spy (if installed) sampling the server for S s at concurrency 32,
+   summarised by layer and function.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ TARGETS = {"p50": 2.0, "throughput": 0.5}  # task / constant, from the issue
 WARM = "task task_pkey task_step task_step_pkey task_miner task_miner_pkey payment ix_payment_task"
 WARMUP_REQUESTS = 300
 WARMUP_SECONDS = 2.0
+SLICES = 5  # c=32 runs per route, interleaved with the other routes' (the machine is shared)
 VARIANTS = {  # bench/api_app.py: the same statement and document, sync in the threadpool
     "sync SQLAlchemy in the threadpool (the SQLite path)": "/bench/threadpool",
 }
@@ -208,17 +213,17 @@ async def measure(a: argparse.Namespace, port: int, server_pid: int, db: str) ->
     for _ in range(4):
         for k, p in routes.items():
             lat[k] += await sequential(port, p, a.requests // 4)
-    rps, busy = {}, {}
-    for k, p in routes.items():
-        n = secs = 0.0
-        (srv0, pg0), me0 = cpu(server_pid, db), time.process_time()
-        for _ in range(2):
-            got, el = await saturate(port, p, a.concurrency, a.duration / 2)
-            n, secs = n + got, secs + el
-        (srv, pg), me = cpu(server_pid, db), time.process_time()
-        rps[k] = n / secs
-        pg_used = sum(v - pg0.get(pid, 0.0) for pid, v in pg.items())
-        busy[k] = "/".join(f"{x / secs:.2f}" for x in (srv - srv0, pg_used, me - me0))
+    done = {k: [0.0, 0.0, 0.0, 0.0, 0.0] for k in routes}  # requests, s, server/pg/client CPU
+    for _ in range(SLICES):  # interleaved, so every route sees the same machine load
+        for k, p in routes.items():
+            (srv0, pg0), me0 = cpu(server_pid, db), time.process_time()
+            got, el = await saturate(port, p, a.concurrency, a.duration / SLICES)
+            (srv, pg), me = cpu(server_pid, db), time.process_time()
+            pg_used = sum(v - pg0.get(pid, 0.0) for pid, v in pg.items())
+            for i, x in enumerate((got, el, srv - srv0, pg_used, me - me0)):
+                done[k][i] += x
+    rps = {k: d[0] / d[1] for k, d in done.items()}
+    busy = {k: "/".join(f"{x / d[1]:.2f}" for x in d[2:]) for k, d in done.items()}
     print(
         f"\nresponse bodies (bytes): {', '.join(f'{k} {v:,}' for k, v in sizes.items())}; "
         f"c=1: {len(lat['task']):,} requests per route; c={a.concurrency}: {a.duration:g}s each"
