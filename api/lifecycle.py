@@ -2,12 +2,12 @@
 
 One round trip reads the task, its steps, its miners' actions, its payments and the chain's
 safe/finalized tags: each child table is folded into a JSON array of rows by a correlated
-subquery (``json_agg(json_build_array(..))`` on PostgreSQL, ``json_group_array(json_array(..))``
+subquery (``json_agg(json_build_object(..))`` on PostgreSQL, ``json_group_array(json_object(..))``
 on SQLite), so the same statement shape runs on both backends, sync through SQLAlchemy or async
 through psycopg. The document is built as plain dicts in the shape of :class:`TaskDetail` and
 encoded by pydantic-core: no model is instantiated per request.
 
->>> _sql("sqlite").count("json_group_array(json_array("), PG_MANY.count("json_agg(")
+>>> _sql("sqlite").count("json_group_array(json_object("), PG_MANY.count("json_agg(")
 (3, 3)
 """
 
@@ -70,14 +70,15 @@ class TaskRows(NamedTuple):
 
 
 def _select(dialect: str) -> str:
-    """Columns of one result row: task, tags, the three arrays, then the task's key."""
+    """Columns of one result row: task, tags, the three arrays of objects, the task's key."""
     pg = dialect == "postgresql"
-    agg, arr = ("json_agg", "json_build_array") if pg else ("json_group_array", "json_array")
+    agg, obj = ("json_agg", "json_build_object") if pg else ("json_group_array", "json_object")
     key = " AND ".join(f"c.{k} = t.{k}" for k in KEY)
+    pairs = {table: ", ".join(f"'{x}', c.{x}" for x in cols) for table, cols in CHILDREN}
     subs = [
-        f"(SELECT {agg}({arr}({', '.join(f'c.{x}' for x in cols)})){'::text' if pg else ''}"
-        f" FROM {table} c WHERE {key})"
-        for table, cols in CHILDREN
+        f"(SELECT {agg}({obj}({pairs[table]})){'::text' if pg else ''} FROM {table} c"
+        f" WHERE {key})"
+        for table, _ in CHILDREN
     ]
     return (
         f"SELECT {', '.join(f't.{c}' for c in TASK_COLS)}, s.safe_block, s.finalized_block, "
@@ -105,9 +106,9 @@ PG_MANY = (
 )
 
 
-def _rows(raw: str | None, cols: tuple[str, ...]) -> list[Row]:
-    # strict=False: the arrays are built from ``cols`` by the statement (strict costs 2x here)
-    return [dict(zip(cols, r, strict=False)) for r in pydantic_core.from_json(raw or "[]")]
+def _rows(raw: str | None) -> list[Row]:
+    rows: list[Row] = pydantic_core.from_json(raw or "[]")
+    return rows
 
 
 def decode(row: Any) -> TaskRows:
@@ -116,7 +117,7 @@ def decode(row: Any) -> TaskRows:
     task = dict(zip(TASK_COLS, row[:n], strict=True))
     task["force_ended"] = bool(task["force_ended"])  # SQLite stores 0/1
     safe, final = row[n], row[n + 1]
-    steps, miners, pays = (_rows(row[n + 2 + i], cols) for i, (_, cols) in enumerate(CHILDREN))
+    steps, miners, pays = (_rows(row[n + 2 + i]) for i in range(len(CHILDREN)))
     steps.sort(key=lambda s: (STEP_ORDER[s["step"]], s["block_number"], s["log_index"]))
     miners.sort(key=lambda m: m["miner"])
     pays.sort(key=lambda p: (p["block_number"], p["log_index"]))
@@ -199,15 +200,9 @@ def document(chain: ChainConfig, links: Links, session_id: int, task_id: int, r:
         "task_data": t["task_data"],
         "status": t["status"],
         "force_ended": t["force_ended"],
-        "steps": [
+        "steps": [  # STEP_COLS are StepOut's first fields, in order (tests/test_lifecycle.py)
             {
-                "step": s["step"],
-                "event": s["event"],
-                "tx_hash": s["tx_hash"],
-                "block_number": s["block_number"],
-                "block_time": s["block_time"],
-                "log_index": s["log_index"],
-                "actor": s["actor"],
+                **s,
                 "actor_role": STEP_ROLE[s["step"]],
                 "finality": fin(s["block_number"]),
                 "explorer_url": links.tx(s["tx_hash"]),

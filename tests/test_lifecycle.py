@@ -71,10 +71,17 @@ def test_coalescer_survives_a_caller_that_went_away() -> None:
     assert asyncio.run(run()) == "v1"
 
 
+def test_step_objects_are_the_first_fields_of_a_step_in_order() -> None:
+    """document() spreads each step object from the statement into the response."""
+    from api.schemas import StepOut
+
+    assert lifecycle.STEP_COLS == tuple(StepOut.model_fields)[: len(lifecycle.STEP_COLS)]
+
+
 def test_statements_fetch_the_same_columns_on_every_backend() -> None:
     one, many = lifecycle.PG_ONE, lifecycle.PG_MANY
     assert one.split(" FROM task t")[0] == many.split(" FROM unnest")[0]
     assert "%(task_id)s" in one and "%(task_ids)s::bigint[]" in many
     sqlite = lifecycle._sql("sqlite")
-    assert sqlite.count("json_group_array(json_array(") == 3 and ":task_id" in sqlite
+    assert sqlite.count("json_group_array(json_object(") == 3 and ":task_id" in sqlite
     assert conninfo("postgresql+psycopg://u:p@h:5/db") == "postgresql://u:p@h:5/db"
