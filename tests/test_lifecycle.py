@@ -80,8 +80,35 @@ def test_step_objects_are_the_first_fields_of_a_step_in_order() -> None:
 
 def test_statements_fetch_the_same_columns_on_every_backend() -> None:
     one, many = lifecycle.PG_ONE, lifecycle.PG_MANY
-    assert one.split(" FROM task t")[0] == many.split(" FROM unnest")[0]
-    assert "%(task_id)s" in one and "%(task_ids)s::bigint[]" in many
+    assert one.split(" FROM task t")[0] == many.split(" FROM json_to_recordset")[0]
+    assert "%(task_id)s" in one and "%(keys)s::json" in many
     sqlite = lifecycle._sql("sqlite")
     assert sqlite.count("json_group_array(json_object(") == 3 and ":task_id" in sqlite
     assert conninfo("postgresql+psycopg://u:p@h:5/db") == "postgresql://u:p@h:5/db"
+
+
+def test_links_follow_each_request_origin_and_stay_bounded() -> None:
+    from starlette.requests import Request
+
+    from api import state as st
+    from indexer.config import load_settings
+
+    settings = load_settings(None, env={}, overrides={
+        "database_url": "sqlite://", "chains": [{"name": "local", "preset": "local",
+                                                 "rpc_urls": ["http://127.0.0.1:9"]}]})
+    app = st.AppState(settings=settings, engine=None,  # type: ignore[arg-type]
+                      chains={c.name: c for c in settings.chains}, rpcs={}, public_url=None)
+    chain = app.chain("local")
+
+    def req(host: str) -> Request:
+        return Request({"type": "http", "scheme": "http", "server": ["s", 80], "path": "/",
+                        "root_path": "", "query_string": b"",
+                        "headers": [(b"host", host.encode())]})
+
+    assert app.links(chain, req("a.example")).tx("0x1") == (
+        "http://a.example/api/v1/chains/local/tx/0x1")
+    assert app.links(chain, req("b.example:8080")).tx("0x1").startswith("http://b.example:8080/")
+    assert app.links(chain, req("a.example")) is app.links(chain, req("a.example"))
+    for i in range(3 * st.LINKS_CACHE):
+        app.links(chain, req(f"h{i}.example"))
+    assert len(app._links) <= st.LINKS_CACHE
