@@ -25,10 +25,10 @@ from psycopg.pq import TransactionStatus
 
 # Statements in flight (and connections held) for the hot route: one executing while the
 # previous batch's rows are decoded. More in flight means smaller batches and more backends
-# competing for the same cores: on 2 cores, 8 in flight served ~15% fewer requests/s than 1-2
-# (bench/api.py-style load at concurrency 32, shuffled A/B slices).
+# competing for the same cores: on 2 cores, 8 in flight served 12-30% fewer requests/s than
+# 1-2 (bench/api.py-style load at concurrency 32, shuffled A/B slices).
 IN_FLIGHT = 2
-# Keys per coalesced statement: larger batches are split (each part takes a connection).
+# Keys per coalesced statement; keys beyond it wait for the next statement.
 MAX_BATCH = 64
 
 K = TypeVar("K", bound=Hashable)
