@@ -4,7 +4,6 @@ stays testable piece by piece."""
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -45,9 +44,8 @@ def build_gateway(settings: Settings) -> Any:
     )
 
 
-def build_app(settings: Settings, *, run_indexer: bool, freeze_gc: bool = False) -> FastAPI:
-    """The app, its gateway (if configured) mounted. ``freeze_gc``: for a serving process
-    (see :func:`serve_app`)."""
+def build_app(settings: Settings, *, run_indexer: bool) -> FastAPI:
+    """The app, its gateway (if configured) mounted."""
     routers = extra_routers()
     gw = build_gateway(settings)
     startup: list[Callable[[], Awaitable[None]]] = []
@@ -56,9 +54,6 @@ def build_app(settings: Settings, *, run_indexer: bool, freeze_gc: bool = False)
         routers.append(gw.router)
         startup.append(gw.startup)
         shutdown.insert(0, gw.shutdown)
-    if freeze_gc:
-        startup.append(_freeze)
-        shutdown.insert(0, _unfreeze)
     app = create_app(
         settings,
         run_indexer=run_indexer,
@@ -72,25 +67,14 @@ def build_app(settings: Settings, *, run_indexer: bool, freeze_gc: bool = False)
 
 
 def serve_app(settings: Settings, *, run_indexer: bool) -> ASGIApp:
-    """What ``corlens serve`` (and the demo) hand to uvicorn: :func:`build_app` with the
-    collector frozen after start-up, and, with a gateway, its two completion routes on the
-    gateway's bare ASGI fast path (as the standalone ``corlens gateway`` serves them)."""
-    app = build_app(settings, run_indexer=run_indexer, freeze_gc=True)
+    """What ``corlens serve`` (and the demo) hand to uvicorn: :func:`build_app`, and with a
+    gateway its two completion routes on the gateway's bare ASGI fast path (as the standalone
+    ``corlens gateway`` serves them). The app's lifespan freezes the collector after start-up
+    (:func:`api.app.create_app`)."""
+    app = build_app(settings, run_indexer=run_indexer)
     gw = app.state.corlens.extra.get("gateway")
     if gw is None:
         return app
     from gateway.routes import fast_path
 
     return fast_path(app, gw.api)
-
-
-async def _freeze() -> None:
-    # Everything built at start-up lives as long as the process: out of the collector's reach,
-    # full collections walk only what requests leave behind (they stalled the gateway's loop
-    # for tens of milliseconds under load; bench/README.md, gateway).
-    gc.collect()
-    gc.freeze()
-
-
-async def _unfreeze() -> None:
-    gc.unfreeze()

@@ -139,39 +139,6 @@ def list_tasks(
     return _page(rows, limit)
 
 
-def _by_task(table: sa.Table) -> Any:
-    return (
-        (table.c.chain_id == sa.bindparam("cid"))
-        & (table.c.session_id == sa.bindparam("sid"))
-        & (table.c.task_id == sa.bindparam("tid"))
-    )
-
-
-# Built once: the lifecycle route is the hot path (see bench/api.py).
-_TASK_Q = sa.select(TASK).where(_by_task(TASK))
-_STEPS_Q = sa.select(STEP).where(_by_task(STEP))
-_MINERS_Q = sa.select(MINER).where(_by_task(MINER)).order_by(MINER.c.miner)
-_PAYS_Q = (
-    sa.select(PAYMENT)
-    .where(_by_task(PAYMENT))
-    .order_by(PAYMENT.c.block_number, PAYMENT.c.log_index)
-)
-
-
-def get_task(
-    conn: sa.Connection, chain_id: int, session_id: int, task_id: int
-) -> tuple[Row, list[Row], list[Row], list[Row]] | None:
-    """(task, steps, miners, payments) or None."""
-    p = {"cid": chain_id, "sid": session_id, "tid": task_id}
-    task = conn.execute(_TASK_Q, p).mappings().first()
-    if task is None:
-        return None
-    steps = [dict(r) for r in conn.execute(_STEPS_Q, p).mappings()]
-    miners = [dict(r) for r in conn.execute(_MINERS_Q, p).mappings()]
-    pays = [dict(r) for r in conn.execute(_PAYS_Q, p).mappings()]
-    return dict(task), steps, miners, pays
-
-
 def task_by_reference(conn: sa.Connection, client_reference: str) -> Row | None:
     r = (
         conn.execute(

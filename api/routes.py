@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api import lifecycle
 from api import queries as q
 from api.errors import ERRORS_422_404, bad_field, not_found
+from api.lifecycle import TaskRows
 from api.links import Links, finality_of
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadToken, decode_token, encode_token
 from api.schemas import (
-    ActionOut,
     ChainOut,
     ChainsOut,
     NetworkTaskDetail,
@@ -26,14 +27,11 @@ from api.schemas import (
     SessionDetail,
     SessionOut,
     SessionPage,
-    StepOut,
     TaskDetail,
-    TaskMinerOut,
     TaskPage,
     TaskSummary,
 )
-from api.state import ChainDep, ConnDep, StateDep
-from indexer.config import ChainConfig
+from api.state import AppState, ChainDep, ChainName, ConnDep, StateDep
 from indexer.project import TASK_STATUSES
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS_422_404)
@@ -48,18 +46,6 @@ TaskStatus = Literal[
     "submitted", "queued", "assigned", "acked", "precommitted", "committed", "ended", "paid"
 ]
 assert set(TaskStatus.__args__) == set(TASK_STATUSES)  # type: ignore[attr-defined]
-
-STEP_ROLE = {
-    "submitted": "client",
-    "queued": "client",
-    "assigned": "router",
-    "acked": "miner",
-    "precommitted": "router",
-    "committed": "router",
-    "ended": "router",
-    "paid": "network",
-}
-STEP_ORDER = {s: i for i, s in enumerate(TASK_STATUSES)}
 
 
 def after_key(token: str | None) -> int | None:
@@ -239,76 +225,9 @@ def tasks(
     return TaskPage(tasks=items, next=encode_token([items[-1].task_id]) if more and items else None)
 
 
-def _action(
-    m: dict[str, Any], act: str, st: dict[str, Any] | None, links: Links
-) -> ActionOut | None:
-    if not m[f"{act}_tx"]:
-        return None
-    return ActionOut(
-        tx_hash=m[f"{act}_tx"],
-        block_number=m[f"{act}_block"],
-        log_index=m[f"{act}_log_index"],
-        finality=fin(st, m[f"{act}_block"]),
-        explorer_url=links.tx(m[f"{act}_tx"]),
-    )
-
-
-def task_detail(
-    conn: Any,
-    chain: ChainConfig,
-    links: Links,
-    session_id: int,
-    task_id: int,
-    st: dict[str, Any] | None = None,
-) -> TaskDetail:
-    from api.payouts_view import payment_out
-
-    cid = int(chain.chain_id or 0)
-    got = q.get_task(conn, cid, session_id, task_id)
-    if got is None:
-        raise not_found("task", chain=chain.name, session_id=session_id, task_id=task_id)
-    t, steps, miners, pays = got
-    if st is None:
-        st = q.chain_state(conn, cid)
-    steps.sort(key=lambda s: (STEP_ORDER[s["step"]], s["block_number"], s["log_index"]))
-    return TaskDetail(
-        chain=chain.name,
-        session_id=session_id,
-        task_id=task_id,
-        global_id=t["global_id"],
-        client_reference=t["client_reference"],
-        task_data=t["task_data"],
-        status=t["status"],
-        force_ended=t["force_ended"],
-        steps=[
-            StepOut(
-                step=s["step"],
-                event=s["event"],
-                tx_hash=s["tx_hash"],
-                block_number=s["block_number"],
-                block_time=s["block_time"],
-                log_index=s["log_index"],
-                actor=s["actor"],
-                actor_role=STEP_ROLE[s["step"]],
-                finality=fin(st, s["block_number"]),
-                explorer_url=links.tx(s["tx_hash"]),
-            )
-            for s in steps
-        ],
-        miners=[
-            TaskMinerOut(
-                address=m["miner"],
-                explorer_url=links.address(m["miner"]),
-                ack=_action(m, "ack", st, links),
-                precommit=_action(m, "precommit", st, links),
-                commit=_action(m, "commit", st, links),
-            )
-            for m in miners
-        ],
-        payments=[payment_out(p, st, links) for p in pays],
-        dashboard_url=links.task_dashboard(session_id, task_id),
-        verify_url=links.verify(session_id, task_id),
-    )
+def _read(state: AppState, key: tuple[int, int, int]) -> TaskRows | None:
+    with state.engine.connect() as conn:
+        return lifecycle.fetch(conn, key)
 
 
 @router.get(
@@ -317,21 +236,24 @@ def task_detail(
     summary="A task's lifecycle with explorer links",
 )
 async def task(
-    state: StateDep,
-    chain: ChainDep,
-    request: Request,
-    session_id: SessionId,
-    task_id: TaskId,
-) -> TaskDetail:
-    # One hand-off to the threadpool for all the SQL (the hot path: see bench/api.py).
-    links = state.links(chain, request)
-
-    def work() -> TaskDetail:
-        with state.engine.connect() as conn:
-            st = state.chain_state(conn, int(chain.chain_id or 0))
-            return task_detail(conn, chain, links, session_id, task_id, st)
-
-    return await run_in_threadpool(work)
+    request: Request, chain: ChainName, session_id: SessionId, task_id: TaskId
+) -> Response:
+    # The hot path (bench/api.py): one statement, awaited on the loop on PostgreSQL (shared by
+    # the requests that arrive together), one threadpool hand-off elsewhere; the body is built
+    # as TaskDetail-shaped dicts and encoded once (tests check it against the model). No
+    # dependencies: FastAPI's per-request solving of StateDep/ChainDep cost a third of the
+    # route's CPU (bench/api.py --profile).
+    state: AppState = request.app.state.corlens
+    c = state.chain(chain)
+    key = (int(c.chain_id or 0), session_id, task_id)
+    if state.lifecycles is not None:
+        rows = await state.lifecycles.get(key)
+    else:
+        rows = await run_in_threadpool(_read, state, key)
+    if rows is None:
+        raise not_found("task", chain=c.name, session_id=session_id, task_id=task_id)
+    doc = lifecycle.document(c, state.links(c, request), session_id, task_id, rows)
+    return Response(lifecycle.encode(doc), media_type="application/json")
 
 
 def _round_out(r: dict[str, Any], links: Links) -> dict[str, Any]:

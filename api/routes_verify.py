@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api import queries as q
 from api.errors import ERRORS_422_404, ApiError, ErrorResponse, not_found
+from api.lifecycle import STEP_ORDER, fetch
 from api.links import Links
-from api.routes import STEP_ORDER, SessionId, TaskId
+from api.routes import SessionId, TaskId
 from api.schemas import Finality
 from api.state import ChainDep, ConnDep, StateDep
 from api.verify import (
@@ -152,11 +153,11 @@ def load_steps(
 ) -> list[StoredStep]:
     """The task's steps and its miners' actions in chain order, each with the stored log it
     refers to; raises :class:`NotIndexed` naming the task or its session."""
-    got = q.get_task(conn, chain_id, session_id, task_id)
+    got = fetch(conn, (chain_id, session_id, task_id))
     if got is None:
         gone = q.get_session(conn, chain_id, session_id) is None
         raise NotIndexed("session" if gone else "task")
-    _task, steps, miners, _pays = got
+    steps, miners = got.steps, got.miners
     out = [
         StoredStep(
             "step",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -11,12 +10,13 @@ import sqlalchemy as sa
 from fastapi import Depends, Path, Request
 
 from api.errors import not_found
+from api.lifecycle import PgLifecycles
 from api.links import Links
 from indexer.config import ChainConfig, Settings
 from indexer.rpc import RpcClient
 
-# Seconds a chain's state row (cursor, tags) is reused by the hot routes.
-CHAIN_STATE_TTL = 1.0
+# Origins (chain, scheme, server, Host, root paths) whose Links are kept; cleared when full.
+LINKS_CACHE = 64
 # Latency samples kept per route for the p50/p99 in /metrics.
 LATENCY_WINDOW = 2048
 
@@ -45,23 +45,31 @@ class AppState:
     public_url: str | None
     metrics: Metrics = field(default_factory=Metrics)
     extra: dict[str, Any] = field(default_factory=dict)
-    _chain_states: dict[int, tuple[float, dict[str, Any] | None]] = field(default_factory=dict)
+    lifecycles: PgLifecycles | None = None  # the hot route's async reads, on PostgreSQL
+    _links: dict[tuple[Any, ...], Links] = field(default_factory=dict)
 
     def links(self, chain: ChainConfig, request: Request) -> Links:
-        return Links(chain, self.public_url or str(request.base_url))
+        """Links for ``chain`` as seen by this request, reused per origin: building the
+        request's base URL took 3x as long as this lookup (the lifecycle route's hot path)."""
+        scope = request.scope
+        host = next((v for k, v in scope["headers"] if k == b"host"), None)
+        server = tuple(scope.get("server") or ())  # a list under some servers
+        origin = (chain.name, scope.get("scheme"), server, host) + tuple(
+            scope.get(k) for k in ("root_path", "app_root_path")
+        )
+        hit = self._links.get(origin)
+        if hit is None:
+            if len(self._links) >= LINKS_CACHE:  # Host is the client's to choose: stay bounded
+                self._links.clear()
+            hit = self._links[origin] = Links(chain, self.public_url or str(request.base_url))
+        return hit
 
-    def chain_state(self, conn: sa.Connection, chain_id: int) -> dict[str, Any] | None:
-        """The chain's state row, re-read at most every CHAIN_STATE_TTL seconds (it changes
-        once per indexed range; finality labels may lag the tags by that much)."""
-        now = time.monotonic()
-        hit = self._chain_states.get(chain_id)
-        if hit is not None and now - hit[0] < CHAIN_STATE_TTL:
-            return hit[1]
-        from api.queries import chain_state
-
-        row = chain_state(conn, chain_id)
-        self._chain_states[chain_id] = (now, row)
-        return row
+    def chain(self, name: str) -> ChainConfig:
+        """A configured chain, or a 404 naming the configured ones."""
+        c = self.chains.get(name)
+        if c is None:
+            raise not_found("chain", chain=name, configured=sorted(self.chains))
+        return c
 
 
 async def get_state(request: Request) -> AppState:
@@ -80,14 +88,11 @@ def get_conn(state: StateDep) -> Iterator[sa.Connection]:
 ConnDep = Annotated[sa.Connection, Depends(get_conn)]
 
 
-async def get_chain(
-    state: StateDep,
-    chain: Annotated[str, Path(description="A configured chain name", max_length=64)],
-) -> ChainConfig:
-    c = state.chains.get(chain)
-    if c is None:
-        raise not_found("chain", chain=chain, configured=sorted(state.chains))
-    return c
+ChainName = Annotated[str, Path(description="A configured chain name", max_length=64)]
+
+
+async def get_chain(state: StateDep, chain: ChainName) -> ChainConfig:
+    return state.chain(chain)
 
 
 ChainDep = Annotated[ChainConfig, Depends(get_chain)]

@@ -1,7 +1,7 @@
 """Task lifecycle route against a constant-JSON route, same server, same run (issue 3).
 
     python -m bench.api [--tasks 1000000] [--reuse DBNAME] [--keep] [--path rows|batch]
-                        [--requests 2000] [--duration 10] [--profile 10]
+                        [--requests 2000] [--duration 10] [--profile 10] [--cold]
 
 1. A PostgreSQL database (fresh, or ``--reuse DBNAME``: created if missing, loading resumes from
    its cursor and is skipped when complete), upgraded with the migrations, then ``--tasks``
@@ -10,15 +10,19 @@
    rows through the store's bulk upserts; ``--path batch`` uses ``Store.write_batch`` itself
    (3-4x slower here). Then VACUUM ANALYZE. The database is dropped at the end unless
    ``--keep`` or ``--reuse``.
-2. ``python -m bench.api_app`` under uvicorn (1 worker, loopback, free port): the real app
+2. Unless ``--cold``: ``pg_prewarm`` reads the route's tables and indexes into the OS page
+   cache (a server that has been serving holds them; shared_buffers cannot). Then
+   ``python -m bench.api_app`` under uvicorn (1 worker, loopback, free port): the real app
    plus ``GET /bench/constant`` (bench/api_app.py explains the floor).
 3. A raw asyncio HTTP/1.1 keep-alive client (cheaper than httpx, so it stays off the critical
    core): warm-up; concurrency 1, ``--requests`` sequential requests per route, alternating
-   routes in 4 rounds -> p50/p99; concurrency 32 for ``--duration`` s per route (2 alternating
-   halves) -> requests/s, with the CPU seconds of the server, postgres and this client. The
-   same figures for two bench-only variants of the route (bench/api_app.py), as what-ifs.
-4. ``--profile S``: SQL round trips per task request (counted in-process) and py-spy (if
-   installed) sampling the server for S s at concurrency 32, summarised by layer and function.
+   routes in 4 rounds -> p50/p99; concurrency 32 for ``--duration`` s per route (5 slices,
+   interleaved with the other routes') -> requests/s, with the CPU seconds of the server,
+   postgres and this client. The same figures for a bench-only variant of the route
+   (bench/api_app.py), as a what-if.
+4. ``--profile S``: SQL statements per task request (counted in-process, alone and under
+   concurrency) and py-spy (if installed) sampling the server for S s at concurrency 32,
+   summarised by layer and function.
 """
 
 from __future__ import annotations
@@ -47,11 +51,13 @@ REPO = Path(__file__).resolve().parent.parent
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 CHAIN_ID = 31337  # the "local" preset
 TARGETS = {"p50": 2.0, "throughput": 0.5}  # task / constant, from the issue
+# What the lifecycle statement reads: its tables and the indexes it looks a task up by.
+WARM = "task task_pkey task_step task_step_pkey task_miner task_miner_pkey payment ix_payment_task"
 WARMUP_REQUESTS = 300
 WARMUP_SECONDS = 2.0
-VARIANTS = {  # bench/api_app.py: task_detail() behind one threadpool hand-off
-    "one hop": "/bench/one-hop",
-    "one hop, pool 40, autocommit, no pre-ping": "/bench/one-hop-lean",
+SLICES = 5  # c=32 runs per route, interleaved with the other routes' (the machine is shared)
+VARIANTS = {  # bench/api_app.py: the same statement and document, sync in the threadpool
+    "sync SQLAlchemy in the threadpool (the SQLite path)": "/bench/threadpool",
 }
 
 
@@ -96,6 +102,22 @@ def prepare(a: argparse.Namespace) -> str:
     )
     engine.dispose()
     return url
+
+
+def prewarm(url: str) -> None:
+    """Read the route's tables and indexes once (pg_prewarm, 'read' mode: into the OS page
+    cache, as a server that has been serving holds them; shared_buffers is far smaller)."""
+    t0 = time.perf_counter()
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as c:
+        c.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        blocks = sum(
+            c.execute("SELECT pg_prewarm(%s, 'read')", (rel,)).fetchone()[0]  # type: ignore[index]
+            for rel in WARM.split()
+        )
+    print(
+        f"warm-up: pg_prewarm 'read' of {WARM.replace(' ', ', ')}: {blocks * 8 / 1024:,.0f} MB "
+        f"in {time.perf_counter() - t0:.1f}s (OS page cache)"
+    )
 
 
 class Http:
@@ -191,17 +213,17 @@ async def measure(a: argparse.Namespace, port: int, server_pid: int, db: str) ->
     for _ in range(4):
         for k, p in routes.items():
             lat[k] += await sequential(port, p, a.requests // 4)
-    rps, busy = {}, {}
-    for k, p in routes.items():
-        n = secs = 0.0
-        (srv0, pg0), me0 = cpu(server_pid, db), time.process_time()
-        for _ in range(2):
-            got, el = await saturate(port, p, a.concurrency, a.duration / 2)
-            n, secs = n + got, secs + el
-        (srv, pg), me = cpu(server_pid, db), time.process_time()
-        rps[k] = n / secs
-        pg_used = sum(v - pg0.get(pid, 0.0) for pid, v in pg.items())
-        busy[k] = "/".join(f"{x / secs:.2f}" for x in (srv - srv0, pg_used, me - me0))
+    done = {k: [0.0, 0.0, 0.0, 0.0, 0.0] for k in routes}  # requests, s, server/pg/client CPU
+    for _ in range(SLICES):  # interleaved, so every route sees the same machine load
+        for k, p in routes.items():
+            (srv0, pg0), me0 = cpu(server_pid, db), time.process_time()
+            got, el = await saturate(port, p, a.concurrency, a.duration / SLICES)
+            (srv, pg), me = cpu(server_pid, db), time.process_time()
+            pg_used = sum(v - pg0.get(pid, 0.0) for pid, v in pg.items())
+            for i, x in enumerate((got, el, srv - srv0, pg_used, me - me0)):
+                done[k][i] += x
+    rps = {k: d[0] / d[1] for k, d in done.items()}
+    busy = {k: "/".join(f"{x / d[1]:.2f}" for x in d[2:]) for k, d in done.items()}
     print(
         f"\nresponse bodies (bytes): {', '.join(f'{k} {v:,}' for k, v in sizes.items())}; "
         f"c=1: {len(lat['task']):,} requests per route; c={a.concurrency}: {a.duration:g}s each"
@@ -278,10 +300,13 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--duration", type=float, default=10.0, help="seconds per route, c=32")
     p.add_argument("--profile", type=float, default=10.0, help="seconds of py-spy; 0: none")
+    p.add_argument("--cold", action="store_true", help="skip the pg_prewarm pass")
     p.add_argument("--pg-url", default=PG_SERVER, help="a database on the PostgreSQL server")
     a = p.parse_args()
     url = prepare(a)
     try:
+        if not a.cold:
+            prewarm(url)
         serve_and_measure(a, url)
     finally:
         if not (a.keep or a.reuse):

@@ -14,13 +14,12 @@ import argparse
 import json
 from typing import Any
 
-import sqlalchemy as sa
 import uvicorn
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api import lifecycle
 from api.app import create_app
-from api.routes import task_detail
 from indexer.config import Settings, load_settings
 
 CHAIN = "bench"
@@ -116,37 +115,23 @@ async def constant() -> Response:
     return Response(CONSTANT, media_type="application/json")
 
 
-# What-ifs for the profile, not targets: the same task_detail() behind one threadpool hand-off
-# (async route, no dependencies; the real route makes six), first on the app's engine, then on
-# an engine whose pool covers anyio's 40 worker threads, in autocommit and without pre-ping:
-# 5 round trips per request instead of 8 (pre-ping, BEGIN, 5 SELECTs, ROLLBACK on return).
-POOLED: dict[str, sa.Engine] = {}
-
-
-def _detail(engine: sa.Engine, request: Request, session_id: int, task_id: int) -> bytes:
+# A what-if for the profile, not a target: the route's own statement and document, but read
+# synchronously through SQLAlchemy in the threadpool (the route's path on SQLite) instead of
+# on the async psycopg pool it uses on PostgreSQL.
+@router.get("/bench/threadpool/{session_id}/{task_id}", include_in_schema=False)
+async def threadpool(request: Request, session_id: int, task_id: int) -> Response:
     state = request.app.state.corlens
     chain = state.chains[CHAIN]
-    with engine.connect() as conn:
-        out = task_detail(conn, chain, state.links(chain, request), session_id, task_id)
-    return out.model_dump_json().encode()
+    key = (int(chain.chain_id or 0), session_id, task_id)
 
+    def read() -> lifecycle.TaskRows | None:
+        with state.engine.connect() as conn:
+            return lifecycle.fetch(conn, key)
 
-@router.get("/bench/one-hop/{session_id}/{task_id}", include_in_schema=False)
-async def one_hop(request: Request, session_id: int, task_id: int) -> Response:
-    engine = request.app.state.corlens.engine
-    body = await run_in_threadpool(_detail, engine, request, session_id, task_id)
-    return Response(body, media_type="application/json")
-
-
-@router.get("/bench/one-hop-lean/{session_id}/{task_id}", include_in_schema=False)
-async def one_hop_lean(request: Request, session_id: int, task_id: int) -> Response:
-    if "e" not in POOLED:
-        url = request.app.state.corlens.settings.database_url
-        POOLED["e"] = sa.create_engine(
-            url, pool_size=40, max_overflow=0, isolation_level="AUTOCOMMIT"
-        )
-    body = await run_in_threadpool(_detail, POOLED["e"], request, session_id, task_id)
-    return Response(body, media_type="application/json")
+    rows = await run_in_threadpool(read)
+    assert rows is not None
+    doc = lifecycle.document(chain, state.links(chain, request), session_id, task_id, rows)
+    return Response(lifecycle.encode(doc), media_type="application/json")
 
 
 def settings_for(database_url: str) -> Settings:

@@ -72,13 +72,15 @@ def _short(path: str) -> str:
 
 
 def in_process(url: str, tasks: int, concurrency: int) -> None:
-    """Statements, pool checkouts and threadpool hand-offs per request; new connections under
-    concurrency (pool_size 10 + max_overflow 20 vs anyio's 40 worker threads); query plans."""
+    """Statements, connections and threadpool hand-offs per request (through SQLAlchemy or the
+    async psycopg pool); new connections under concurrency; each statement's plan."""
     app = create_app(settings_for(url))
-    engine: sa.Engine = app.state.corlens.engine
+    state = app.state.corlens
+    engine: sa.Engine = state.engine
     seen: list[tuple[str, Any]] = []
     n = {"checkout": 0, "connect": 0, "thread": 0}
-    real_run_sync = anyio.to_thread.run_sync
+    real_run_sync, pool = anyio.to_thread.run_sync, state.lifecycles.pool
+    real_fetch, real_connect = pool.fetchall, pool._connect
 
     def count(key: str) -> Callable[..., None]:
         return lambda *_: n.__setitem__(key, n[key] + 1)
@@ -87,9 +89,19 @@ def in_process(url: str, tasks: int, concurrency: int) -> None:
         n["thread"] += 1
         return real_run_sync(*args, **kw)
 
+    async def fetchall(sql: str, params: dict[str, Any]) -> Any:
+        seen.append((sql, params))
+        n["checkout"] += 1
+        return await real_fetch(sql, params)
+
+    async def connect() -> Any:
+        n["connect"] += 1
+        return await real_connect()
+
     sa.event.listen(engine, "before_cursor_execute", lambda *a: seen.append((a[2], a[3])))
     sa.event.listen(engine, "checkout", count("checkout"))
     sa.event.listen(engine, "connect", count("connect"))
+    pool.fetchall, pool._connect = fetchall, connect
     paths = [
         f"/api/v1/chains/{CHAIN}/sessions/{s}/tasks/{t}"
         for s, t in map(api_load.task_key, range(0, tasks, max(1, tasks // SQL_REQUESTS)))
@@ -104,6 +116,7 @@ def in_process(url: str, tasks: int, concurrency: int) -> None:
                     (await c.get(path)).raise_for_status()
 
             await asyncio.gather(*(worker(paths[i::conc]) for i in range(conc)))
+        await pool.close()  # its connections belong to this event loop
 
     anyio.to_thread.run_sync = run_sync
     try:
@@ -111,23 +124,25 @@ def in_process(url: str, tasks: int, concurrency: int) -> None:
         per = {k: v / len(paths) for k, v in n.items()}
         statements = len(seen) // len(paths)
         n.update(connect=0)
+        before = len(seen)
         for _ in range(3):
             asyncio.run(drive(concurrency))
+        coalesced = (len(seen) - before) / (3 * len(paths))
     finally:
         anyio.to_thread.run_sync = real_run_sync
     print(
         f"\nper task request (in-process, {len(paths)} requests): {statements} SQL statements, "
-        f"{per['checkout']:g} pool checkout (+1 pre-ping round trip), {per['thread']:g} "
-        f"threadpool hand-offs; at concurrency {concurrency}: {n['connect']} new PostgreSQL "
-        f"connections for {3 * len(paths)} requests"
+        f"{per['checkout']:g} connection checkouts, {per['thread']:g} threadpool hand-offs; "
+        f"at concurrency {concurrency}: {coalesced:.2f} statements per request (coalesced), "
+        f"{n['connect']} new PostgreSQL connections for {3 * len(paths)} requests (each run's "
+        "event loop opens its own)"
     )
     with psycopg.connect(url.replace("+psycopg", "")) as conn:
         for stmt, params in seen[:statements]:
             plan = [r[0] for r in conn.execute(f"EXPLAIN ANALYZE {stmt}", params).fetchall()]
-            table = re.search(r"FROM (\w+)", stmt)
-            top = next(p for p in plan if "Scan" in p).split("  (")[0].strip(" ->")
-            exec_ms = next(p for p in plan if p.startswith("Execution Time")).split(": ")[1]
-            print(f"  {table.group(1) if table else stmt[:30]:<12} {top:<56} {exec_ms:>9}")
+            print(f"  {stmt[:90]}...")
+            for line in plan:
+                print(f"    {line}")
     engine.dispose()
 
 

@@ -3,10 +3,13 @@ property-based run (schemathesis) over every route that must never answer 5xx.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import psycopg
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
@@ -71,6 +74,57 @@ def test_every_step_links_to_its_transaction(client: TestClient, world: Any) -> 
             assert (m["ack"] or {}).get("tx_hash") == want.ack
             assert (m["commit"] or {}).get("tx_hash") == want.commit
         assert body["verify_url"].endswith(f"/sessions/{sid}/tasks/{tid}/verify")
+
+
+def test_task_route_is_the_same_on_postgresql(client: TestClient, world: Any,
+                                              pg_url: str) -> None:
+    """The lifecycle route reads one statement: through SQLAlchemy in the threadpool on
+    SQLite, through the async psycopg pool on PostgreSQL. Both give the same documents, each
+    exactly a TaskDetail; a pooled connection the server dropped is replaced (retry once)."""
+    from api.schemas import TaskDetail
+
+    settings_, dep, ledger, _ = world
+    index(settings_)  # both databases at the same head (other tests add tasks)
+    upgrade(pg_url)
+    pg_settings = devnet_settings(settings_.chains[0].rpc_urls[0], dep.addresses, pg_url,
+                                  start_block=dep.start_block)
+    index(pg_settings)
+    paths = [f"/api/v1/chains/local/sessions/{s}/tasks/{t}" for s, t in ledger.tasks]
+    with TestClient(build_app(pg_settings, run_indexer=False)) as pg:
+        assert pg.app.state.corlens.lifecycles is not None  # type: ignore[attr-defined]
+        for round_ in range(2):
+            for path in paths:
+                want, got = client.get(path).json(), pg.get(path).json()
+                assert got == want and got["steps"] and got["miners"]
+                assert TaskDetail.model_validate(got).model_dump(mode="json") == got
+            if round_ == 0:
+                with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as c:
+                    c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        r = pg.get("/api/v1/chains/local/sessions/0/tasks/99999")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        want = {p: client.get(p).json() for p in paths}
+    assert any(w["payments"] for w in want.values())
+    # Concurrent requests share statements (PgLifecycles' coalescer) and get their own task.
+    statements, got = asyncio.run(_concurrently(build_app(pg_settings, run_indexer=False),
+                                                paths * 4 + paths[:1] * 8))
+    assert got == [want[p] for p in paths * 4 + paths[:1] * 8]
+    assert 1 <= statements < len(got)
+
+
+async def _concurrently(app: Any, paths: list[str]) -> tuple[int, list[Any]]:
+    pool = app.state.corlens.lifecycles.pool
+    real, seen = pool.fetchall, []
+
+    async def counted(sql: str, params: dict[str, Any]) -> Any:
+        seen.append(params)
+        return await real(sql, params)
+
+    pool.fetchall = counted
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+        got = await asyncio.gather(*(c.get(p) for p in paths))
+    return len(seen), [r.json() for r in got]
 
 
 def test_testnet0_links_go_to_arbiscan_and_the_dashboard() -> None:

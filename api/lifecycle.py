@@ -1,0 +1,225 @@
+"""A task's lifecycle in one SQL statement, and its response document (the hot route).
+
+One round trip reads the task, its steps, its miners' actions, its payments and the chain's
+safe/finalized tags: each child table is folded into a JSON array of rows by a correlated
+subquery (``json_agg(json_build_object(..))`` on PostgreSQL, ``json_group_array(json_object(..))``
+on SQLite), so the same statement shape runs on both backends, sync through SQLAlchemy or async
+through psycopg. The document is built as plain dicts in the shape of :class:`TaskDetail` and
+encoded by pydantic-core: no model is instantiated per request.
+
+>>> _sql("sqlite").count("json_group_array(json_object("), PG_MANY.count("json_agg(")
+(3, 3)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import pydantic_core
+import sqlalchemy as sa
+
+from api.links import Links, finality_of
+from api.payouts_view import payment_doc
+from api.pg_async import AsyncPgPool, Coalescer
+from indexer.config import ChainConfig
+from indexer.project import TASK_STATUSES
+
+KEY = ("chain_id", "session_id", "task_id")  # the task's primary key, the statement's parameters
+TASK_COLS = ("global_id", "client_reference", "task_data", "status", "force_ended")
+STEP_COLS = ("step", "event", "tx_hash", "block_number", "block_time", "log_index", "actor")
+ACTIONS = ("ack", "precommit", "commit")
+MINER_COLS = ("miner", *(f"{a}_{c}" for a in ACTIONS for c in ("tx", "block", "log_index")))
+PAY_COLS = (
+    "kind",
+    "tx_hash",
+    "log_index",
+    "session_id",
+    "task_id",
+    "node",
+    "counterparty",
+    "amount",
+    "block_number",
+    "block_time",
+)
+CHILDREN = (("task_step", STEP_COLS), ("task_miner", MINER_COLS), ("payment", PAY_COLS))
+STEP_ROLE = {
+    "submitted": "client",
+    "queued": "client",
+    "assigned": "router",
+    "acked": "miner",
+    "precommitted": "router",
+    "committed": "router",
+    "ended": "router",
+    "paid": "network",
+}
+STEP_ORDER = {s: i for i, s in enumerate(TASK_STATUSES)}
+Row = dict[str, Any]
+Key = tuple[int, int, int]  # chain_id, session_id, task_id
+
+
+class TaskRows(NamedTuple):
+    """What the statement returns for one task; ``tags`` is (safe, finalized) or None."""
+
+    task: Row
+    steps: list[Row]
+    miners: list[Row]
+    payments: list[Row]
+    tags: tuple[int, int] | None
+
+
+def _select(dialect: str) -> str:
+    """Columns of one result row: task, tags, the three arrays of objects, the task's key."""
+    pg = dialect == "postgresql"
+    agg, obj = ("json_agg", "json_build_object") if pg else ("json_group_array", "json_object")
+    key = " AND ".join(f"c.{k} = t.{k}" for k in KEY)
+    pairs = {table: ", ".join(f"'{x}', c.{x}" for x in cols) for table, cols in CHILDREN}
+    subs = [
+        f"(SELECT {agg}({obj}({pairs[table]})){'::text' if pg else ''} FROM {table} c"
+        f" WHERE {key})"
+        for table, _ in CHILDREN
+    ]
+    return (
+        f"SELECT {', '.join(f't.{c}' for c in TASK_COLS)}, s.safe_block, s.finalized_block, "
+        f"{', '.join(subs)}, t.session_id, t.task_id"
+    )
+
+
+TAGS = "LEFT JOIN chain_state s ON s.chain_id = t.chain_id"
+
+
+@functools.cache
+def _sql(dialect: str, bind: str = ":{}") -> str:
+    """One task, by its key (binds formatted by ``bind``: SQLAlchemy's, or psycopg's)."""
+    where = " AND ".join(f"t.{k} = {bind.format(k)}" for k in KEY)
+    return f"{_select(dialect)} FROM task t {TAGS} WHERE {where}"
+
+
+PG_ONE = _sql("postgresql", "%({})s")
+# Several tasks of one chain in one statement; the keys travel as one JSON text parameter
+# (psycopg dumps Python lists element by element: arrays cost ~20% of the statement's CPU).
+# For one task it costs more than PG_ONE.
+PG_MANY = (
+    f"{_select('postgresql')} FROM json_to_recordset(%(keys)s::json)"
+    " AS k(session_id bigint, task_id bigint) JOIN task t ON t.chain_id = %(chain_id)s"
+    f" AND t.session_id = k.session_id AND t.task_id = k.task_id {TAGS}"
+)
+
+
+def _rows(raw: str | None) -> list[Row]:
+    rows: list[Row] = pydantic_core.from_json(raw or "[]")
+    return rows
+
+
+def decode(row: Any) -> TaskRows:
+    """One result row (a sequence in :func:`_sql`'s column order) as plain rows."""
+    n = len(TASK_COLS)
+    task = dict(zip(TASK_COLS, row[:n], strict=True))
+    task["force_ended"] = bool(task["force_ended"])  # SQLite stores 0/1
+    safe, final = row[n], row[n + 1]
+    steps, miners, pays = (_rows(row[n + 2 + i]) for i in range(len(CHILDREN)))
+    steps.sort(key=lambda s: (STEP_ORDER[s["step"]], s["block_number"], s["log_index"]))
+    miners.sort(key=lambda m: m["miner"])
+    pays.sort(key=lambda p: (p["block_number"], p["log_index"]))
+    tags = None if safe is None else (int(safe), int(final))
+    return TaskRows(task, steps, miners, pays, tags)
+
+
+def fetch(conn: sa.Connection, key: Key) -> TaskRows | None:
+    """The rows of task ``key`` (chain_id, session_id, task_id) on any backend, or None."""
+    row = conn.execute(sa.text(_sql(conn.dialect.name)), dict(zip(KEY, key, strict=True))).first()
+    return None if row is None else decode(row)
+
+
+async def fetch_many_pg(pool: AsyncPgPool, keys: list[Key]) -> dict[Key, TaskRows]:
+    """:func:`fetch` for many tasks on PostgreSQL: one statement per chain among ``keys``."""
+    if len(keys) == 1:
+        rows = await pool.fetchall(PG_ONE, dict(zip(KEY, keys[0], strict=True)))
+        return {keys[0]: decode(rows[0])} if rows else {}
+    out = {}
+    for chain_id in {k[0] for k in keys}:
+        mine = [{"session_id": k[1], "task_id": k[2]} for k in keys if k[0] == chain_id]
+        params = {"chain_id": chain_id, "keys": pydantic_core.to_json(mine).decode()}
+        for row in await pool.fetchall(PG_MANY, params):
+            out[(chain_id, row[-2], row[-1])] = decode(row)
+    return out
+
+
+class PgLifecycles:
+    """Lifecycle reads on PostgreSQL: the async pool, and requests that arrive together
+    coalesced into one statement."""
+
+    def __init__(self, url: str) -> None:
+        self.pool = AsyncPgPool(url)
+        self.batch: Coalescer[Key, TaskRows] = Coalescer(self._many)
+
+    async def _many(self, keys: list[Key]) -> dict[Key, TaskRows]:
+        return await fetch_many_pg(self.pool, keys)
+
+    async def get(self, key: Key) -> TaskRows | None:
+        return await self.batch.get(key)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+def _finality(tags: tuple[int, int] | None) -> Callable[[int], str]:
+    if tags is None:
+        return lambda _block: "latest"
+    safe, final = tags
+    return lambda block: finality_of(block, safe, final)
+
+
+def _action(m: Row, act: str, fin: Callable[[int], str], links: Links) -> Row | None:
+    tx = m[f"{act}_tx"]
+    if not tx:
+        return None
+    block = m[f"{act}_block"]
+    return {
+        "tx_hash": tx,
+        "block_number": block,
+        "log_index": m[f"{act}_log_index"],
+        "finality": fin(block),
+        "explorer_url": links.tx(tx),
+    }
+
+
+def document(chain: ChainConfig, links: Links, session_id: int, task_id: int, r: TaskRows) -> Row:
+    """The response document: exactly the fields of :class:`api.schemas.TaskDetail`."""
+    fin, t = _finality(r.tags), r.task
+    return {
+        "chain": chain.name,
+        "session_id": session_id,
+        "task_id": task_id,
+        "global_id": t["global_id"],
+        "client_reference": t["client_reference"],
+        "task_data": t["task_data"],
+        "status": t["status"],
+        "force_ended": t["force_ended"],
+        "steps": [  # STEP_COLS are StepOut's first fields, in order (tests/test_lifecycle.py)
+            {
+                **s,
+                "actor_role": STEP_ROLE[s["step"]],
+                "finality": fin(s["block_number"]),
+                "explorer_url": links.tx(s["tx_hash"]),
+            }
+            for s in r.steps
+        ],
+        "miners": [
+            {
+                "address": m["miner"],
+                "explorer_url": links.address(m["miner"]),
+                **{a: _action(m, a, fin, links) for a in ACTIONS},
+            }
+            for m in r.miners
+        ],
+        "payments": [payment_doc(p, fin(p["block_number"]), links) for p in r.payments],
+        "dashboard_url": links.task_dashboard(session_id, task_id),
+        "verify_url": links.verify(session_id, task_id),
+    }
+
+
+def encode(doc: Row) -> bytes:
+    """JSON bytes of a document (pydantic-core's encoder: the one FastAPI's models use)."""
+    return pydantic_core.to_json(doc)

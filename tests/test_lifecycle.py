@@ -1,0 +1,114 @@
+"""The lifecycle read path's pure parts: the coalescer (group commit) and the statements."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from api import lifecycle
+from api.pg_async import Coalescer, conninfo
+
+
+class Lookups:
+    """A lookup that records its batches and finishes when the test says so."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[list[int]] = []
+        self.release = asyncio.Event()
+        self.fail = fail
+
+    async def __call__(self, keys: list[int]) -> dict[int, str]:
+        self.batches.append(keys)
+        await self.release.wait()
+        if self.fail:
+            raise RuntimeError("database went away")
+        return {k: f"v{k}" for k in keys if k != 404}
+
+
+def test_coalescer_runs_at_once_below_the_limit_and_batches_what_waits() -> None:
+    async def run() -> tuple[list[str | None], list[list[int]]]:
+        look = Lookups()
+        c: Coalescer[int, str] = Coalescer(look, limit=2)
+        calls = [asyncio.ensure_future(c.get(k)) for k in (1, 2, 3, 4, 3, 404)]
+        await asyncio.sleep(0)
+        assert look.batches == [[1], [2]]  # two at once; the rest wait for one to finish
+        look.release.set()
+        return list(await asyncio.gather(*calls)), look.batches
+
+    got, batches = asyncio.run(run())
+    assert got == ["v1", "v2", "v3", "v4", "v3", None]
+    assert batches == [[1], [2], [3, 4, 404]]  # duplicates share one key in the batch
+
+
+def test_coalescer_hands_a_failure_to_every_caller_of_the_batch() -> None:
+    async def run() -> list[object]:
+        look = Lookups(fail=True)
+        c: Coalescer[int, str] = Coalescer(look, limit=1)
+        calls = [asyncio.ensure_future(c.get(k)) for k in (1, 2, 3)]
+        await asyncio.sleep(0)
+        look.release.set()
+        out = await asyncio.gather(*calls, return_exceptions=True)
+        assert look.batches == [[1], [2, 3]] and c._running == 0
+        return out
+
+    assert all(isinstance(e, RuntimeError) for e in asyncio.run(run()))
+
+
+def test_coalescer_survives_a_caller_that_went_away() -> None:
+    async def run() -> str | None:
+        look = Lookups()
+        c: Coalescer[int, str] = Coalescer(look, limit=1)
+        first = asyncio.ensure_future(c.get(1))
+        gone = asyncio.ensure_future(c.get(2))
+        await asyncio.sleep(0)
+        gone.cancel()
+        look.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return await first
+
+    assert asyncio.run(run()) == "v1"
+
+
+def test_step_objects_are_the_first_fields_of_a_step_in_order() -> None:
+    """document() spreads each step object from the statement into the response."""
+    from api.schemas import StepOut
+
+    assert lifecycle.STEP_COLS == tuple(StepOut.model_fields)[: len(lifecycle.STEP_COLS)]
+
+
+def test_statements_fetch_the_same_columns_on_every_backend() -> None:
+    one, many = lifecycle.PG_ONE, lifecycle.PG_MANY
+    assert one.split(" FROM task t")[0] == many.split(" FROM json_to_recordset")[0]
+    assert "%(task_id)s" in one and "%(keys)s::json" in many
+    sqlite = lifecycle._sql("sqlite")
+    assert sqlite.count("json_group_array(json_object(") == 3 and ":task_id" in sqlite
+    assert conninfo("postgresql+psycopg://u:p@h:5/db") == "postgresql://u:p@h:5/db"
+
+
+def test_links_follow_each_request_origin_and_stay_bounded() -> None:
+    from starlette.requests import Request
+
+    from api import state as st
+    from indexer.config import load_settings
+
+    settings = load_settings(None, env={}, overrides={
+        "database_url": "sqlite://", "chains": [{"name": "local", "preset": "local",
+                                                 "rpc_urls": ["http://127.0.0.1:9"]}]})
+    app = st.AppState(settings=settings, engine=None,  # type: ignore[arg-type]
+                      chains={c.name: c for c in settings.chains}, rpcs={}, public_url=None)
+    chain = app.chain("local")
+
+    def req(host: str) -> Request:
+        return Request({"type": "http", "scheme": "http", "server": ["s", 80], "path": "/",
+                        "root_path": "", "query_string": b"",
+                        "headers": [(b"host", host.encode())]})
+
+    assert app.links(chain, req("a.example")).tx("0x1") == (
+        "http://a.example/api/v1/chains/local/tx/0x1")
+    assert app.links(chain, req("b.example:8080")).tx("0x1").startswith("http://b.example:8080/")
+    assert app.links(chain, req("a.example")) is app.links(chain, req("a.example"))
+    for i in range(3 * st.LINKS_CACHE):
+        app.links(chain, req(f"h{i}.example"))
+    assert len(app._links) <= st.LINKS_CACHE
