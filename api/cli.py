@@ -118,15 +118,13 @@ def index(
     async def run() -> None:
         if once:
             for c in chains:
-                await index_once(s, c, store, printer, say, inline_writes=True)
+                await index_once(s, c, store, printer, say)
             return
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await asyncio.gather(
-            *(follow(s, c, store, printer, say, stop, inline_writes=True) for c in chains)
-        )
+        await asyncio.gather(*(follow(s, c, store, printer, say, stop) for c in chains))
 
     try:
         asyncio.run(run())

@@ -72,10 +72,8 @@ async def index_once(
     store: Store,
     on_progress: Callable[[Progress], None] | None = None,
     say: Say | None = None,
-    inline_writes: bool = False,
 ) -> Progress:
-    """Backfill one chain to the head seen at start, holding the writer lock.
-    ``inline_writes``: see :class:`ChainIndexer`."""
+    """Backfill one chain to the head seen at start, holding the writer lock."""
     lock = WriterLock(settings.database_url, int(chain.chain_id or 0))
     await lock.acquire(
         on_wait=(
@@ -86,9 +84,7 @@ async def index_once(
     )
     try:
         async with RpcClient(chain.rpc_urls, timeout=chain.rpc_timeout) as rpc:
-            ix = ChainIndexer(
-                chain, store, rpc, config_dir=_config_dir(settings), inline_writes=inline_writes
-            )
+            ix = ChainIndexer(chain, store, rpc, config_dir=_config_dir(settings))
             await ix.setup()
             return await ix.backfill(on_progress)
     finally:
@@ -103,10 +99,8 @@ async def follow(
     say: Say | None = None,
     stop: asyncio.Event | None = None,
     rpc: RpcClient | None = None,
-    inline_writes: bool = False,
 ) -> None:
-    """Backfill, then follow the head on an APScheduler interval job until ``stop`` is set.
-    ``inline_writes``: see :class:`ChainIndexer`."""
+    """Backfill, then follow the head on an APScheduler interval job until ``stop`` is set."""
     stop = stop or asyncio.Event()
     lock = WriterLock(settings.database_url, int(chain.chain_id or 0))
     await lock.acquire(
@@ -124,9 +118,7 @@ async def follow(
                 rpc = await stack.enter_async_context(
                     RpcClient(chain.rpc_urls, timeout=chain.rpc_timeout)
                 )
-            ix = ChainIndexer(
-                chain, store, rpc, config_dir=_config_dir(settings), inline_writes=inline_writes
-            )
+            ix = ChainIndexer(chain, store, rpc, config_dir=_config_dir(settings))
             await ix.setup()
             await ix.backfill(on_progress)
 

@@ -23,7 +23,7 @@ from indexer.prepare import prepare_batch
 from indexer.ranges import LogRangePlanner, prepared_ranges
 from indexer.rpc import RpcClient
 from indexer.sessions import SessionReader
-from indexer.store import Batch, Store
+from indexer.store import Store
 
 # SessionV2 getters that name the other contracts, for addresses the config leaves out.
 ADDRESS_GETTERS = {
@@ -93,13 +93,7 @@ class ChainIndexer:
         rpc: RpcClient,
         *,
         config_dir: Path | None = None,
-        inline_writes: bool = False,
     ) -> None:
-        """``inline_writes``: write each range on the event loop's own thread, for a process
-        whose loop serves nothing else (``corlens index``). A writer thread would overlap
-        Python work only in theory: SQLite takes and drops the GIL on every row, and each
-        drop costs it a switch interval behind the decoding thread (measured: a backfill 15-25%
-        slower with the thread). Embedded in ``serve``, the thread keeps the API responsive."""
         self.chain = chain
         self.store = store
         self.rpc = rpc
@@ -113,7 +107,6 @@ class ChainIndexer:
             initial=min(INITIAL_RANGE, chain.max_block_range), maximum=chain.max_block_range
         )
         self.start_block = chain.start_block
-        self.inline_writes = inline_writes
 
     async def setup(self) -> None:
         """Check the chain id, resolve contract addresses, build the decoders."""
@@ -221,20 +214,15 @@ class ChainIndexer:
                     if batch is None or (parent and batch.from_parent != parent):
                         # The chain moved under us; the next step sorts it out.
                         return Advanced(start, a - 1, total)
-                    pending = self._write(batch)
+                    pending = asyncio.ensure_future(
+                        asyncio.to_thread(self.store.write_batch, batch)
+                    )
                     parent = batch.to_hash
                     last = batch.to_block
         finally:
             if pending is not None:
                 total += await pending
         return Advanced(start, last, total)
-
-    def _write(self, batch: Batch) -> asyncio.Future[int]:
-        if self.inline_writes:
-            done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-            done.set_result(self.store.write_batch(batch))
-            return done
-        return asyncio.ensure_future(asyncio.to_thread(self.store.write_batch, batch))
 
     # -- reorgs ----------------------------------------------------------------------------
     async def _handle_reorg(self, cursor: int) -> Reorged:
