@@ -20,10 +20,11 @@ from typing import Any, NamedTuple
 import pydantic_core
 import sqlalchemy as sa
 
-from api.links import Links, finality_of
+from api.links import Links
 from api.payouts_view import payment_doc
 from api.pg_async import AsyncPgPool, Coalescer
 from indexer.config import ChainConfig
+from indexer.finality import finality_of
 from indexer.project import TASK_STATUSES
 
 KEY = ("chain_id", "session_id", "task_id")  # the task's primary key, the statement's parameters

@@ -55,16 +55,3 @@ class Links:
 
     def verify(self, session_id: int, task_id: int) -> str:
         return f"{self.task(session_id, task_id)}/verify"
-
-
-def finality_of(block: int, safe: int, finalized: int) -> str:
-    """latest | safe | finalized for a block, given the chain's tags.
-
-    >>> [finality_of(b, safe=8, finalized=5) for b in (4, 5, 7, 9)]
-    ['finalized', 'finalized', 'safe', 'latest']
-    """
-    if 0 <= finalized and block <= finalized:
-        return "finalized"
-    if 0 <= safe and block <= safe:
-        return "safe"
-    return "latest"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.links import Links, finality_of
+from api.links import Links
 from api.schemas import PaymentOut
+from indexer.finality import finality_of
 
 
 def payment_doc(p: dict[str, Any], finality: str, links: Links) -> dict[str, Any]:

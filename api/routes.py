@@ -14,7 +14,7 @@ from api import lifecycle
 from api import queries as q
 from api.errors import ERRORS_422_404, bad_field, not_found
 from api.lifecycle import TaskRows
-from api.links import Links, finality_of
+from api.links import Links
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadToken, decode_token, encode_token
 from api.schemas import (
     ChainOut,
@@ -32,6 +32,7 @@ from api.schemas import (
     TaskSummary,
 )
 from api.state import AppState, ChainDep, ChainName, ConnDep, StateDep
+from indexer.finality import finality_of
 from indexer.project import TASK_STATUSES
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS_422_404)

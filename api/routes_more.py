@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path, Request
 
 from api import queries as q
 from api.errors import ERRORS_422_404, not_found
-from api.links import finality_of
 from api.routes import Address, _summary
 from api.schemas import (
     Earnings,
@@ -23,6 +22,7 @@ from api.schemas import (
 )
 from api.state import ChainDep, ConnDep, StateDep
 from indexer.errors import IndexerError
+from indexer.finality import finality_of
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS_422_404)
 

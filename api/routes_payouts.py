@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api import audit
 from api import queries as q
 from api.errors import ERRORS_422_404, bad_field
-from api.links import Links, finality_of
+from api.links import Links
 from api.pagination import DEFAULT_LIMIT, BadToken, decode_token, encode_token
 from api.payouts_view import payment_out
 from api.routes import MAX_ID, Limit, Next
@@ -30,6 +30,7 @@ from api.schemas import Finality, Page, PaymentOut
 from api.state import ChainDep, ConnDep, StateDep
 from indexer.config import Settings
 from indexer.errors import ConfigError, IndexerError
+from indexer.finality import finality_of
 from indexer.rpc import RpcClient
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS_422_404, tags=["payouts"])

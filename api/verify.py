@@ -16,10 +16,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from api.links import finality_of
 from api.schemas import Finality
 from indexer.config import ChainConfig
 from indexer.errors import RpcError
+from indexer.finality import finality_of
 from indexer.rpc import RpcClient
 
 Verdict = Literal["verified", "pending", "mismatch", "reorged"]

@@ -7,11 +7,16 @@ import sqlalchemy as sa
 from indexer.models import Block, ChainState, table
 
 
-def finality_of(number: int, safe: int | None, finalized: int | None) -> str:
-    """A block's finality under the batch's tags, set as it is stored."""
-    if finalized is not None and number <= finalized:
+def finality_of(block: int, safe: int | None, finalized: int | None) -> str:
+    """latest | safe | finalized for a block, given the chain's tags (None or negative: no
+    such tag yet). Blocks are stored with it; the API reports it.
+
+    >>> [finality_of(b, safe=8, finalized=5) for b in (4, 5, 7, 9)]
+    ['finalized', 'finalized', 'safe', 'latest']
+    """
+    if finalized is not None and 0 <= finalized and block <= finalized:
         return "finalized"
-    if safe is not None and number <= safe:
+    if safe is not None and 0 <= safe and block <= safe:
         return "safe"
     return "latest"
 

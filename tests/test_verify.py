@@ -21,7 +21,6 @@ from typer.testing import CliRunner
 
 from api.app import create_app
 from api.cli_verify import register
-from api.links import finality_of
 from api.routes_verify import load_steps, router
 from api.verify import (
     Difference,
@@ -41,6 +40,7 @@ from devnet.deploy import deploy_all
 from devnet.ledger import Ledger
 from devnet.scenario import run_scenario
 from indexer.config import ChainConfig, Settings
+from indexer.finality import finality_of
 from indexer.rpc import RpcClient
 from tests.conftest import unavailable
 from tests.indexing import devnet_settings, index, write_config
