@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from api.cli_opts import ConfigOpt, JsonOpt
 from indexer.config import Settings, load_settings
 from indexer.errors import ConfigError, IndexerError
 
@@ -36,13 +37,6 @@ app.add_typer(db_app, name="db")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-ConfigOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--config", "-c", help="YAML config file (default: $CORLENS_CONFIG, then ./corlens.yaml)"
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def fail(code: int, message: str) -> typer.Exit:

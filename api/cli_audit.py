@@ -17,6 +17,7 @@ import sqlalchemy as sa
 import typer
 from rich.markup import escape
 
+from api.cli_opts import ConfigOpt
 from indexer.errors import ConfigError
 
 if TYPE_CHECKING:  # the API's modules load when the command runs, not with every CLI start
@@ -53,14 +54,7 @@ def register(app: typer.Typer) -> None:
 
 def payouts(
     chain: Annotated[str, typer.Option("--chain", help="The configured chain to audit.")],
-    config: Annotated[
-        str | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help="YAML config file (default: $CORLENS_CONFIG, then ./corlens.yaml)",
-        ),
-    ] = None,
+    config: ConfigOpt = None,
     csv_file: Annotated[
         Path | None,
         typer.Option(

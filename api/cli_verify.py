@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from api.cli_opts import ConfigOpt, JsonOpt
+
 if TYPE_CHECKING:  # loaded when the command runs
     from api.routes_verify import StepVerification, TaskVerification
 
@@ -37,15 +39,8 @@ def verify_task_command(
     chain: Annotated[str, typer.Argument(help="A configured chain name.")],
     session: Annotated[int, typer.Argument(min=0, help="SessionV2 session id.")],
     task: Annotated[int, typer.Argument(min=0, help="Task id within the session.")],
-    config: Annotated[
-        str | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help="YAML config file (default: $CORLENS_CONFIG, then ./corlens.yaml)",
-        ),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Check every step of a task against the chain: receipt, log, canonical block, finality."""
     from api.cli import fail, settings_or_exit
