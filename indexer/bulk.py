@@ -78,9 +78,13 @@ class BulkWriter:
         self.mark = "%s" if self.pg else "?"
         self.quote = dialect.identifier_preparer.quote
         self._plans: dict[tuple[str, tuple[str, ...], bool, frozenset[str]], Plan] = {}
+        self._supported: dict[str, bool] = {}
 
     def supports(self, tbl: sa.Table) -> bool:
-        return all(_plain(c.type) for c in tbl.columns)
+        ok = self._supported.get(tbl.name)
+        if ok is None:
+            ok = self._supported[tbl.name] = all(_plain(c.type) for c in tbl.columns)
+        return ok
 
     def _plan(
         self, tbl: sa.Table, cols: tuple[str, ...], update: bool, insert_only: frozenset[str]

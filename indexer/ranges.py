@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from indexer.errors import ConfigError, LogsTimeout, RangeTooLarge
@@ -193,7 +193,7 @@ async def prepared_ranges(
     start: int,
     end: int,
     max_ranges: int,
-    prepare: Callable[[int, int, list[dict[str, Any]]], Awaitable[T]],
+    prepare: Callable[[int, int, list[dict[str, Any]]], Coroutine[Any, Any, T]],
 ) -> AsyncGenerator[tuple[int, asyncio.Task[T]], None]:
     """``(first block, task preparing it)`` for consecutive ranges from ``start``.
 
@@ -216,7 +216,7 @@ async def prepared_ranges(
                 async for a, b, logs in fetch_logs(
                     rpc, planner, addresses=addresses, topics=None, start=lo, end=hi
                 ):
-                    task = asyncio.create_task(_run(prepare(a, b, logs)))
+                    task = asyncio.create_task(prepare(a, b, logs))
                     started.append(task)
                     await queue.put((a, task))
                 pos = hi + 1
@@ -237,7 +237,3 @@ async def prepared_ranges(
             # Ranges never consumed: their outcome, failure included, no longer matters.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-
-
-async def _run(aw: Awaitable[T]) -> T:
-    return await aw

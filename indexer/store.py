@@ -38,7 +38,7 @@ from indexer.project import Keys, Projector
 from indexer.rows import EVENT_COLUMNS, event_rows
 from indexer.store_io import chunks, load_for, session_facts
 
-CHAIN_T = table(ChainState)
+TX, LOG = EVENT_COLUMNS.index("tx_hash"), EVENT_COLUMNS.index("log_index")
 # Columns a session snapshot does not carry, for a session first seen through its snapshot.
 SESSION_DEFAULTS: dict[str, Any] = {"miners": [], "active": True}
 
@@ -233,16 +233,15 @@ class Store:
         through the driver's executemany."""
         if not rows:
             return
-        if self.dialect == "postgresql" and len({(r[3], r[5]) for r in rows}) == len(rows):
+        if self.dialect == "postgresql" and len({(r[TX], r[LOG]) for r in rows}) == len(rows):
             # COPY: several times executemany's speed. The caller dropped the events already
             # stored and holds the chain's writer lock, so only a duplicate inside the batch
             # could conflict, and there is none.
             copy_rows(conn, None, f"COPY event ({', '.join(EVENT_COLUMNS)}) FROM STDIN", rows)
             return
-        mark = "%s" if self.dialect == "postgresql" else "?"
         sql = (
             f"INSERT INTO event ({', '.join(EVENT_COLUMNS)}) VALUES "
-            f"({', '.join([mark] * len(EVENT_COLUMNS))}) "
+            f"({', '.join([self.bulk.mark] * len(EVENT_COLUMNS))}) "
             "ON CONFLICT (chain_id, tx_hash, log_index) DO NOTHING"
         )
         for chunk in chunks(rows, 5000):

@@ -87,12 +87,7 @@ class ChainIndexer:
     """Indexes one configured chain into a :class:`Store` through one :class:`RpcClient`."""
 
     def __init__(
-        self,
-        chain: ChainConfig,
-        store: Store,
-        rpc: RpcClient,
-        *,
-        config_dir: Path | None = None,
+        self, chain: ChainConfig, store: Store, rpc: RpcClient, *, config_dir: Path | None = None
     ) -> None:
         self.chain = chain
         self.store = store
