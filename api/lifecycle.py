@@ -4,11 +4,13 @@ One round trip reads the task, its steps, its miners' actions, its payments and 
 safe/finalized tags: each child table is folded into a JSON array of rows by a correlated
 subquery (``json_agg(json_build_object(..))`` on PostgreSQL, ``json_group_array(json_object(..))``
 on SQLite), so the same statement shape runs on both backends, sync through SQLAlchemy or async
-through psycopg. The document is built as plain dicts in the shape of :class:`TaskDetail` and
+through asyncpg. The document is built as plain dicts in the shape of :class:`TaskDetail` and
 encoded by pydantic-core: no model is instantiated per request.
 
 >>> _sql("sqlite").count("json_group_array(json_object("), PG_MANY.count("json_agg(")
 (3, 3)
+>>> [_sql("sqlite", materialized=m).count("COALESCE(t.steps_json, ") for m in (True, False)]
+[1, 0]
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from api.payouts_view import payment_doc
 from api.pg_async import AsyncPgPool, Coalescer
 from indexer.config import ChainConfig
 from indexer.finality import finality_of
+from indexer.models import LIFECYCLE_MINER_COLS, LIFECYCLE_STEP_COLS
 from indexer.project import TASK_STATUSES
 
 KEY = ("chain_id", "session_id", "task_id")  # the task's primary key, the statement's parameters
 TASK_COLS = ("global_id", "client_reference", "task_data", "status", "force_ended")
-STEP_COLS = ("step", "event", "tx_hash", "block_number", "block_time", "log_index", "actor")
+STEP_COLS = LIFECYCLE_STEP_COLS
 ACTIONS = ("ack", "precommit", "commit")
-MINER_COLS = ("miner", *(f"{a}_{c}" for a in ACTIONS for c in ("tx", "block", "log_index")))
+MINER_COLS = LIFECYCLE_MINER_COLS
 PAY_COLS = (
     "kind",
     "tx_hash",
@@ -45,6 +48,11 @@ PAY_COLS = (
     "block_time",
 )
 CHILDREN = (("task_step", STEP_COLS), ("task_miner", MINER_COLS), ("payment", PAY_COLS))
+# The task row's own JSON copy of a child table (indexer/models.py: Task.steps_json), read
+# instead of that table: one row instead of three index lookups, each a few pages that a 1M-task
+# database does not keep in shared_buffers (bench/api.py: p50 about 650 -> 200 us of statement).
+# Payments change without the task's projection (allocations arrive later), so they are read.
+MATERIALIZED = {"task_step": "steps_json", "task_miner": "miners_json"}
 STEP_ROLE = {
     "submitted": "client",
     "queued": "client",
@@ -70,8 +78,10 @@ class TaskRows(NamedTuple):
     tags: tuple[int, int] | None
 
 
-def _select(dialect: str) -> str:
-    """Columns of one result row: task, tags, the three arrays of objects, the task's key."""
+def _select(dialect: str, materialized: bool = True) -> str:
+    """Columns of one result row: task, tags, the three arrays of objects, the task's key.
+    ``materialized``: a child table's JSON copy in the task row where there is one (the
+    table itself where it is NULL); otherwise the child tables (what verify checks)."""
     pg = dialect == "postgresql"
     agg, obj = ("json_agg", "json_build_object") if pg else ("json_group_array", "json_object")
     key = " AND ".join(f"c.{k} = t.{k}" for k in KEY)
@@ -81,6 +91,11 @@ def _select(dialect: str) -> str:
         f" WHERE {key})"
         for table, _ in CHILDREN
     ]
+    if materialized:
+        subs = [
+            f"COALESCE(t.{MATERIALIZED[table]}, {sub})" if table in MATERIALIZED else sub
+            for (table, _), sub in zip(CHILDREN, subs, strict=True)
+        ]
     return (
         f"SELECT {', '.join(f't.{c}' for c in TASK_COLS)}, s.safe_block, s.finalized_block, "
         f"{', '.join(subs)}, t.session_id, t.task_id"
@@ -91,19 +106,19 @@ TAGS = "LEFT JOIN chain_state s ON s.chain_id = t.chain_id"
 
 
 @functools.cache
-def _sql(dialect: str, bind: str = ":{}") -> str:
-    """One task, by its key (binds formatted by ``bind``: SQLAlchemy's, or psycopg's)."""
-    where = " AND ".join(f"t.{k} = {bind.format(k)}" for k in KEY)
-    return f"{_select(dialect)} FROM task t {TAGS} WHERE {where}"
+def _sql(dialect: str, bind: str = ":{name}", materialized: bool = True) -> str:
+    """One task, by its key (binds formatted by ``bind`` from each key column's ``name`` and
+    position ``n``: SQLAlchemy's ``:name``, or asyncpg's ``$n``)."""
+    where = " AND ".join(f"t.{k} = {bind.format(name=k, n=n)}" for n, k in enumerate(KEY, 1))
+    return f"{_select(dialect, materialized)} FROM task t {TAGS} WHERE {where}"
 
 
-PG_ONE = _sql("postgresql", "%({})s")
+PG_ONE = _sql("postgresql", "${n}")
 # Several tasks of one chain in one statement; the keys travel as one JSON text parameter
-# (psycopg dumps Python lists element by element: arrays cost ~20% of the statement's CPU).
-# For one task it costs more than PG_ONE.
+# (one value to encode instead of two arrays of them). For one task it costs more than PG_ONE.
 PG_MANY = (
-    f"{_select('postgresql')} FROM json_to_recordset(%(keys)s::json)"
-    " AS k(session_id bigint, task_id bigint) JOIN task t ON t.chain_id = %(chain_id)s"
+    f"{_select('postgresql')} FROM json_to_recordset($2::json)"
+    " AS k(session_id bigint, task_id bigint) JOIN task t ON t.chain_id = $1"
     f" AND t.session_id = k.session_id AND t.task_id = k.task_id {TAGS}"
 )
 
@@ -127,22 +142,23 @@ def decode(row: Any) -> TaskRows:
     return TaskRows(task, steps, miners, pays, tags)
 
 
-def fetch(conn: sa.Connection, key: Key) -> TaskRows | None:
+def fetch(conn: sa.Connection, key: Key, materialized: bool = True) -> TaskRows | None:
     """The rows of task ``key`` (chain_id, session_id, task_id) on any backend, or None."""
-    row = conn.execute(sa.text(_sql(conn.dialect.name)), dict(zip(KEY, key, strict=True))).first()
+    sql = _sql(conn.dialect.name, materialized=materialized)
+    row = conn.execute(sa.text(sql), dict(zip(KEY, key, strict=True))).first()
     return None if row is None else decode(row)
 
 
 async def fetch_many_pg(pool: AsyncPgPool, keys: list[Key]) -> dict[Key, TaskRows]:
     """:func:`fetch` for many tasks on PostgreSQL: one statement per chain among ``keys``."""
     if len(keys) == 1:
-        rows = await pool.fetchall(PG_ONE, dict(zip(KEY, keys[0], strict=True)))
+        rows = await pool.fetchall(PG_ONE, keys[0])
         return {keys[0]: decode(rows[0])} if rows else {}
     out = {}
     for chain_id in {k[0] for k in keys}:
         mine = [{"session_id": k[1], "task_id": k[2]} for k in keys if k[0] == chain_id]
-        params = {"chain_id": chain_id, "keys": pydantic_core.to_json(mine).decode()}
-        for row in await pool.fetchall(PG_MANY, params):
+        args = (chain_id, pydantic_core.to_json(mine).decode())
+        for row in await pool.fetchall(PG_MANY, args):
             out[(chain_id, row[-2], row[-1])] = decode(row)
     return out
 

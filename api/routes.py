@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from api import lifecycle
 from api import queries as q
 from api.errors import ERRORS_422_404, bad_field, not_found
+from api.lean_route import digits, lean_route, text
 from api.lifecycle import TaskRows
 from api.links import Links
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadToken, decode_token, encode_token
@@ -31,7 +32,7 @@ from api.schemas import (
     TaskPage,
     TaskSummary,
 )
-from api.state import AppState, ChainDep, ChainName, ConnDep, StateDep
+from api.state import CHAIN_NAME_MAX, AppState, ChainDep, ChainName, ConnDep, StateDep
 from indexer.finality import finality_of
 from indexer.project import TASK_STATUSES
 
@@ -231,11 +232,6 @@ def _read(state: AppState, key: tuple[int, int, int]) -> TaskRows | None:
         return lifecycle.fetch(conn, key)
 
 
-@router.get(
-    "/chains/{chain}/sessions/{session_id}/tasks/{task_id}",
-    response_model=TaskDetail,
-    summary="A task's lifecycle with explorer links",
-)
 async def task(
     request: Request, chain: ChainName, session_id: SessionId, task_id: TaskId
 ) -> Response:
@@ -255,6 +251,20 @@ async def task(
         raise not_found("task", chain=c.name, session_id=session_id, task_id=task_id)
     doc = lifecycle.document(c, state.links(c, request), session_id, task_id, rows)
     return Response(lifecycle.encode(doc), media_type="application/json")
+
+
+# Well-formed ids skip FastAPI's dependency solver (api/lean_route.py); anything else gets
+# FastAPI's own validation and 422.
+router.add_api_route(
+    "/chains/{chain}/sessions/{session_id}/tasks/{task_id}",
+    task,
+    methods=["GET"],
+    response_model=TaskDetail,
+    summary="A task's lifecycle with explorer links",
+    route_class_override=lean_route(
+        {"chain": text(CHAIN_NAME_MAX), "session_id": digits(MAX_ID), "task_id": digits(MAX_ID)}
+    ),
+)
 
 
 def _round_out(r: dict[str, Any], links: Links) -> dict[str, Any]:

@@ -153,7 +153,8 @@ def load_steps(
 ) -> list[StoredStep]:
     """The task's steps and its miners' actions in chain order, each with the stored log it
     refers to; raises :class:`NotIndexed` naming the task or its session."""
-    got = fetch(conn, (chain_id, session_id, task_id))
+    # The child tables themselves (the projection of record), not the task row's JSON copy.
+    got = fetch(conn, (chain_id, session_id, task_id), materialized=False)
     if got is None:
         gone = q.get_session(conn, chain_id, session_id) is None
         raise NotIndexed("session" if gone else "task")

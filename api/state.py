@@ -88,7 +88,10 @@ def get_conn(state: StateDep) -> Iterator[sa.Connection]:
 ConnDep = Annotated[sa.Connection, Depends(get_conn)]
 
 
-ChainName = Annotated[str, Path(description="A configured chain name", max_length=64)]
+CHAIN_NAME_MAX = 64
+ChainName = Annotated[
+    str, Path(description="A configured chain name", max_length=CHAIN_NAME_MAX)
+]
 
 
 async def get_chain(state: StateDep, chain: ChainName) -> ChainConfig:

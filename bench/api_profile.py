@@ -139,6 +139,9 @@ def in_process(url: str, tasks: int, concurrency: int) -> None:
     )
     with psycopg.connect(url.replace("+psycopg", "")) as conn:
         for stmt, params in seen[:statements]:
+            if isinstance(params, tuple):  # asyncpg's $n parameters, in psycopg's style
+                params = [params[int(n) - 1] for n in re.findall(r"\$(\d+)", stmt)]
+                stmt = re.sub(r"\$\d+", "%s", stmt)
             plan = [r[0] for r in conn.execute(f"EXPLAIN ANALYZE {stmt}", params).fetchall()]
             print(f"  {stmt[:90]}...")
             for line in plan:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -156,6 +156,21 @@ class Task(SQLModel, table=True):
     node_ids: list[str] = _json()
     first_block: int = _big()
     updated_block: int = _big()
+    # The task's task_step and task_miner rows as JSON arrays of objects (LIFECYCLE_STEP_COLS,
+    # LIFECYCLE_MINER_COLS), written with them: the lifecycle route reads a task in one row
+    # instead of three index lookups (api/lifecycle.py). NULL: not written yet (read falls back).
+    steps_json: str | None = Field(default=None, sa_type=Text)
+    miners_json: str | None = Field(default=None, sa_type=Text)
+
+
+# What a task's lifecycle document shows of each step and miner row, in this order.
+LIFECYCLE_STEP_COLS = (
+    "step", "event", "tx_hash", "block_number", "block_time", "log_index", "actor"
+)
+LIFECYCLE_MINER_COLS = (
+    "miner",
+    *(f"{a}_{c}" for a in ("ack", "precommit", "commit") for c in ("tx", "block", "log_index")),
+)
 
 
 class TaskStep(SQLModel, table=True):

@@ -12,9 +12,12 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 from indexer.bulk import json_text
 from indexer.decode import DecodedEvent
-from indexer.project import Keys, keys_of
+from indexer.models import LIFECYCLE_MINER_COLS, LIFECYCLE_STEP_COLS
+from indexer.project import Keys, Row, keys_of
 
 EventRow = tuple[Any, ...]
 EVENT_COLUMNS = (
@@ -85,3 +88,33 @@ def event_rows(
             )
         )
     return rows, keys
+
+
+def _by_step(r: Row) -> str:
+    return str(r["step"])
+
+
+def _by_miner(r: Row) -> str:
+    return str(r["miner"])
+
+
+def lifecycle_rows(tasks: list[Row], steps: list[Row], miners: list[Row]) -> list[Row]:
+    """``tasks`` with ``steps_json`` and ``miners_json`` set from ``steps`` and ``miners``,
+    which hold every task_step and task_miner row of those tasks (the projector loaded them
+    all; each JSON is rebuilt whole). Key order follows the lifecycle's column lists."""
+    by_task: dict[tuple[int, int], tuple[list[Row], list[Row]]] = {
+        (t["session_id"], t["task_id"]): ([], []) for t in tasks
+    }
+    for r in steps:
+        by_task[r["session_id"], r["task_id"]][0].append(
+            {c: r.get(c) for c in LIFECYCLE_STEP_COLS}
+        )
+    for r in miners:
+        by_task[r["session_id"], r["task_id"]][1].append(
+            {c: r.get(c) for c in LIFECYCLE_MINER_COLS}
+        )
+    for t in tasks:  # sorted: the same rows give the same text, whatever order they came in
+        s, m = by_task[t["session_id"], t["task_id"]]
+        t["steps_json"] = orjson.dumps(sorted(s, key=_by_step)).decode()
+        t["miners_json"] = orjson.dumps(sorted(m, key=_by_miner)).decode()
+    return tasks

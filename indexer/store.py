@@ -35,7 +35,7 @@ from indexer.models import (
     table,
 )
 from indexer.project import Keys, Projector
-from indexer.rows import EVENT_COLUMNS, event_rows
+from indexer.rows import EVENT_COLUMNS, event_rows, lifecycle_rows
 from indexer.store_io import chunks, load_for, session_facts
 
 TX, LOG = EVENT_COLUMNS.index("tx_hash"), EVENT_COLUMNS.index("log_index")
@@ -259,9 +259,11 @@ class Store:
 
     def _write_projection(self, conn: sa.Connection, proj: Projector) -> None:
         dirty = proj.dirty_tasks
-        self._upsert(conn, Task, [proj.tasks[k] for k in dirty])
-        self._upsert(conn, TaskStep, [r for k, r in proj.steps.items() if k[:2] in dirty])
-        self._upsert(conn, TaskMiner, [r for k, r in proj.miners.items() if k[:2] in dirty])
+        steps = [r for k, r in proj.steps.items() if k[:2] in dirty]
+        miners = [r for k, r in proj.miners.items() if k[:2] in dirty]
+        self._upsert(conn, Task, lifecycle_rows([proj.tasks[k] for k in dirty], steps, miners))
+        self._upsert(conn, TaskStep, steps)
+        self._upsert(conn, TaskMiner, miners)
         self._upsert(conn, NetworkTask, [proj.rounds[k] for k in proj.dirty_rounds])
         self._upsert(
             conn,

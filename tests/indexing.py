@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -83,3 +84,29 @@ def write_config(path: Any, rpc_url: str, addresses: dict[str, str], db_url: str
     }
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
+
+
+def check_lifecycle_copies(engine: sa.Engine, chain_id: int = 31337) -> int:
+    """Every task's JSON copies (task.steps_json, task.miners_json) hold exactly its task_step
+    and task_miner rows. Returns the number of tasks checked."""
+    from indexer.models import LIFECYCLE_MINER_COLS, LIFECYCLE_STEP_COLS
+
+    def rows_of(conn: sa.Connection, table: str, cols: tuple[str, ...]) -> dict[Any, list[Any]]:
+        out: dict[Any, list[Any]] = {}
+        for r in conn.execute(sa.text(f"SELECT session_id, task_id, {', '.join(cols)} "
+                                      f"FROM {table} WHERE chain_id = :c"), {"c": chain_id}):
+            out.setdefault((r[0], r[1]), []).append(dict(zip(cols, r[2:], strict=True)))
+        return out
+
+    with engine.connect() as conn:
+        steps = rows_of(conn, "task_step", LIFECYCLE_STEP_COLS)
+        miners = rows_of(conn, "task_miner", LIFECYCLE_MINER_COLS)
+        tasks = conn.execute(sa.text("SELECT session_id, task_id, steps_json, miners_json "
+                                     "FROM task WHERE chain_id = :c"), {"c": chain_id}).all()
+    for sid, tid, s_json, m_json in tasks:
+        key = (sid, tid)
+        assert s_json is not None and m_json is not None, key
+        got_s, got_m = json.loads(s_json), json.loads(m_json)
+        assert sorted(got_s, key=repr) == sorted(steps.get(key, []), key=repr), key
+        assert sorted(got_m, key=repr) == sorted(miners.get(key, []), key=repr), key
+    return len(tasks)

@@ -79,7 +79,7 @@ def test_every_step_links_to_its_transaction(client: TestClient, world: Any) -> 
 def test_task_route_is_the_same_on_postgresql(client: TestClient, world: Any,
                                               pg_url: str) -> None:
     """The lifecycle route reads one statement: through SQLAlchemy in the threadpool on
-    SQLite, through the async psycopg pool on PostgreSQL. Both give the same documents, each
+    SQLite, through the async asyncpg pool on PostgreSQL. Both give the same documents, each
     exactly a TaskDetail; a pooled connection the server dropped is replaced (retry once)."""
     from api.schemas import TaskDetail
 

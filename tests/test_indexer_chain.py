@@ -22,7 +22,7 @@ from indexer.abi import abi_path, events_of, load_abi
 from indexer.runner import open_store
 from indexer.sync import Reorged, Waiting
 from tests.faultproxy import FaultProxy, Faults
-from tests.indexing import devnet_settings, dump, index, step
+from tests.indexing import check_lifecycle_copies, devnet_settings, dump, index, step
 from tests.test_indexer_e2e import check_against_ledger
 
 
@@ -79,6 +79,7 @@ def test_anvil_reorg_rolls_back_to_canonical(anvil: Anvil, store_url: str, tmp_p
         after = dump(store.engine)
         assert after != before
         assert after == fresh_dump(anvil.url, dep, tmp_path, "fresh")
+        assert check_lifecycle_copies(store.engine) > 0
     finally:
         store.engine.dispose()
 

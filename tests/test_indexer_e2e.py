@@ -17,7 +17,7 @@ from devnet.ledger import Ledger
 from devnet.lifecycle import Net, drive_task, submit_task
 from devnet.scenario import run_scenario
 from indexer.runner import open_store
-from tests.indexing import devnet_settings, dump, index
+from tests.indexing import check_lifecycle_copies, devnet_settings, dump, index
 
 CID = 31337
 
@@ -114,6 +114,7 @@ def check_against_ledger(engine: sa.Engine, dep: Deployment, ledger: Ledger) -> 
 
     (st,) = rows(engine, "chain_state")
     assert st["events_indexed"] == len(got) and st["malformed_logs"] == 0
+    assert check_lifecycle_copies(engine) == len(ledger.tasks)
 
 
 def test_scenario_indexed_end_to_end(anvil: Anvil, store_url: str) -> None:

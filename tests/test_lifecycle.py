@@ -1,10 +1,13 @@
-"""The lifecycle read path's pure parts: the coalescer (group commit) and the statements."""
+"""The lifecycle read path's pure parts: the coalescer (group commit), the statements and the
+lean route."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 import pytest
+from fastapi import Path, Request, Response
 
 from api import lifecycle
 from api.pg_async import Coalescer, conninfo
@@ -81,7 +84,7 @@ def test_step_objects_are_the_first_fields_of_a_step_in_order() -> None:
 def test_statements_fetch_the_same_columns_on_every_backend() -> None:
     one, many = lifecycle.PG_ONE, lifecycle.PG_MANY
     assert one.split(" FROM task t")[0] == many.split(" FROM json_to_recordset")[0]
-    assert "%(task_id)s" in one and "%(keys)s::json" in many
+    assert "t.task_id = $3" in one and "$2::json" in many and "t.chain_id = $1" in many
     sqlite = lifecycle._sql("sqlite")
     assert sqlite.count("json_group_array(json_object(") == 3 and ":task_id" in sqlite
     assert conninfo("postgresql+psycopg://u:p@h:5/db") == "postgresql://u:p@h:5/db"
@@ -112,3 +115,61 @@ def test_links_follow_each_request_origin_and_stay_bounded() -> None:
     for i in range(3 * st.LINKS_CACHE):
         app.links(chain, req(f"h{i}.example"))
     assert len(app._links) <= st.LINKS_CACHE
+
+
+_Id = Annotated[int, Path(ge=0, le=2**63 - 1)]
+_Name = Annotated[str, Path(max_length=5)]
+_LEAN_CALLS: list[str] = []
+
+
+async def _lean_endpoint(request: Request, name: _Name, a: _Id, b: _Id) -> Response:
+    _LEAN_CALLS.append(request.url.path)
+    return Response(f"{name!r} {a} {b}", media_type="text/plain")
+
+
+def test_lean_route_answers_exactly_as_fastapi_would() -> None:
+    """The task route's lean path (api/lean_route.py) parses path ids itself; for every input
+    it must answer what the same endpoint answers as a plain FastAPI route."""
+    from fastapi import APIRouter, FastAPI
+    from fastapi.testclient import TestClient
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from api.errors import install
+    from api.lean_route import digits, lean_route, text
+
+    endpoint, calls = _lean_endpoint, _LEAN_CALLS
+    router = APIRouter()
+    router.add_api_route("/plain/{name}/{a}/{b}", endpoint, methods=["GET"])
+    lean = lean_route({"name": text(5), "a": digits(2**63 - 1), "b": digits(2**63 - 1)})
+    router.add_api_route("/lean/{name}/{a}/{b}", endpoint, methods=["GET"],
+                         route_class_override=lean)
+    app = FastAPI()
+    install(app)
+    app.include_router(router)
+    client = TestClient(app)
+    assert app.openapi()["paths"]["/lean/{name}/{a}/{b}"]["get"]["parameters"] == (
+        app.openapi()["paths"]["/plain/{name}/{a}/{b}"]["get"]["parameters"])
+
+    def same(name: str, a: str, b: str) -> None:
+        from urllib.parse import quote
+
+        tail = "/".join(quote(x, safe="") for x in (name, a, b))
+        p, q = client.get(f"/plain/{tail}"), client.get(f"/lean/{tail}")
+        assert (p.status_code, p.text) == (q.status_code, q.text), (name, a, b)
+
+    for a in ["0", "007", "9223372036854775807", "9223372036854775808", "-1", "+1", " 1",
+              "1 ", "1.0", "1e3", "１", "٣", "x", "1_000", "0x10", "99999999999999999999"]:
+        same("local", a, "1")
+        same("local", "1", a)
+    for name in ["abcde", "abcdef", "é", " a"]:
+        same(name, "1", "2")
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.text(min_size=1, max_size=7), st.text(min_size=1, max_size=21),
+           st.from_regex(r"\A[0-9]{1,20}\Z"))
+    def prop(name: str, a: str, b: str) -> None:
+        same(name, a, b)
+
+    prop()
+    assert calls  # the lean path did call the endpoint for well-formed input

@@ -79,3 +79,38 @@ def test_sqlite_upgrades_itself(tmp_path: object) -> None:
         assert mode == "wal"
     finally:
         engine.dispose()
+
+
+def test_0004_fills_the_lifecycle_json_of_existing_tasks(db_url: str) -> None:
+    """Tasks stored before 0004 get steps_json/miners_json built from their child rows."""
+    from alembic import command
+
+    from indexer.db import alembic_config
+    from tests.indexing import check_lifecycle_copies
+
+    command.upgrade(alembic_config(db_url), "0003")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO task (chain_id, session_id, task_id, status, force_ended, miners,"
+                " node_ids, first_block, updated_block) VALUES"
+                " (31337, 1, 1, 'acked', false, '[]', '[]', 5, 7),"
+                " (31337, 1, 2, 'submitted', false, '[]', '[]', 6, 6)"))
+            for step, block in (("submitted", 5), ("assigned", 6), ("acked", 7)):
+                conn.execute(sa.text(
+                    "INSERT INTO task_step (chain_id, session_id, task_id, step, event, tx_hash,"
+                    " block_number, log_index, block_time, actor) VALUES"
+                    " (31337, 1, 1, :s, 'E', :h, :b, 2, 100, NULL)"),
+                    {"s": step, "h": f"0x{block:064x}", "b": block})
+            conn.execute(sa.text(
+                "INSERT INTO task_miner (chain_id, session_id, task_id, miner, assigned_block,"
+                " ack_tx, ack_block, ack_log_index) VALUES (31337, 1, 1, '0xm', 6, '0xa', 7, 3)"))
+        upgrade(db_url)
+        assert check_lifecycle_copies(engine) == 2
+        with engine.connect() as conn:
+            empty = conn.execute(sa.text(
+                "SELECT steps_json, miners_json FROM task WHERE task_id = 2")).one()
+        assert tuple(empty) == ("[]", "[]")
+    finally:
+        engine.dispose()
