@@ -27,7 +27,7 @@ from api.payouts_view import payment_doc
 from api.pg_async import AsyncPgPool, Coalescer
 from indexer.config import ChainConfig
 from indexer.finality import finality_of
-from indexer.models import LIFECYCLE_MINER_COLS, LIFECYCLE_STEP_COLS
+from indexer.models import LIFECYCLE_MINER_COLS, LIFECYCLE_PAYMENT_COLS, LIFECYCLE_STEP_COLS
 from indexer.project import TASK_STATUSES
 
 KEY = ("chain_id", "session_id", "task_id")  # the task's primary key, the statement's parameters
@@ -35,24 +35,13 @@ TASK_COLS = ("global_id", "client_reference", "task_data", "status", "force_ende
 STEP_COLS = LIFECYCLE_STEP_COLS
 ACTIONS = ("ack", "precommit", "commit")
 MINER_COLS = LIFECYCLE_MINER_COLS
-PAY_COLS = (
-    "kind",
-    "tx_hash",
-    "log_index",
-    "session_id",
-    "task_id",
-    "node",
-    "counterparty",
-    "amount",
-    "block_number",
-    "block_time",
-)
+PAY_COLS = LIFECYCLE_PAYMENT_COLS
 CHILDREN = (("task_step", STEP_COLS), ("task_miner", MINER_COLS), ("payment", PAY_COLS))
 # The task row's own JSON copy of a child table (indexer/models.py: Task.steps_json), read
-# instead of that table: one row instead of three index lookups, each a few pages that a 1M-task
-# database does not keep in shared_buffers (bench/api.py: p50 about 650 -> 200 us of statement).
-# Payments change without the task's projection (allocations arrive later), so they are read.
-MATERIALIZED = {"task_step": "steps_json", "task_miner": "miners_json"}
+# instead of that table: one row instead of four index lookups, each a few pages that a 1M-task
+# database does not keep in shared_buffers (bench/api.py, one connection: p50 of the statement
+# about 650 us with three lookups, 240 us with the payment lookup left, 170 us with none).
+MATERIALIZED = {"task_step": "steps_json", "task_miner": "miners_json", "payment": "payments_json"}
 STEP_ROLE = {
     "submitted": "client",
     "queued": "client",

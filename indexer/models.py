@@ -158,9 +158,11 @@ class Task(SQLModel, table=True):
     updated_block: int = _big()
     # The task's task_step and task_miner rows as JSON arrays of objects (LIFECYCLE_STEP_COLS,
     # LIFECYCLE_MINER_COLS), written with them: the lifecycle route reads a task in one row
-    # instead of three index lookups (api/lifecycle.py). NULL: not written yet (read falls back).
+    # instead of four index lookups (api/lifecycle.py). NULL: not written (read falls back).
     steps_json: str | None = Field(default=None, sa_type=Text)
     miners_json: str | None = Field(default=None, sa_type=Text)
+    # Its payment rows (LIFECYCLE_PAYMENT_COLS), rewritten when a payment for it is stored.
+    payments_json: str | None = Field(default=None, sa_type=Text)
 
 
 # What a task's lifecycle document shows of each step and miner row, in this order.
@@ -170,6 +172,18 @@ LIFECYCLE_STEP_COLS = (
 LIFECYCLE_MINER_COLS = (
     "miner",
     *(f"{a}_{c}" for a in ("ack", "precommit", "commit") for c in ("tx", "block", "log_index")),
+)
+LIFECYCLE_PAYMENT_COLS = (
+    "kind",
+    "tx_hash",
+    "log_index",
+    "session_id",
+    "task_id",
+    "node",
+    "counterparty",
+    "amount",
+    "block_number",
+    "block_time",
 )
 
 

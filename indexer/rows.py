@@ -16,7 +16,11 @@ import orjson
 
 from indexer.bulk import json_text
 from indexer.decode import DecodedEvent
-from indexer.models import LIFECYCLE_MINER_COLS, LIFECYCLE_STEP_COLS
+from indexer.models import (
+    LIFECYCLE_MINER_COLS,
+    LIFECYCLE_PAYMENT_COLS,
+    LIFECYCLE_STEP_COLS,
+)
 from indexer.project import Keys, Row, keys_of
 
 EventRow = tuple[Any, ...]
@@ -117,4 +121,15 @@ def lifecycle_rows(tasks: list[Row], steps: list[Row], miners: list[Row]) -> lis
         s, m = by_task[t["session_id"], t["task_id"]]
         t["steps_json"] = orjson.dumps(sorted(s, key=_by_step)).decode()
         t["miners_json"] = orjson.dumps(sorted(m, key=_by_miner)).decode()
+        t.setdefault("payments_json", None)  # a new task; payments_json() fills it
     return tasks
+
+
+def payments_json(rows: list[Row]) -> str:
+    """A task's payment rows as the JSON ``Task.payments_json`` holds, in chain order."""
+    docs = [{c: r[c] for c in LIFECYCLE_PAYMENT_COLS} for r in rows]
+    return orjson.dumps(sorted(docs, key=_chain_order)).decode()
+
+
+def _chain_order(r: Row) -> tuple[int, int]:
+    return r["block_number"], r["log_index"]

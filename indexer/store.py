@@ -36,7 +36,7 @@ from indexer.models import (
 )
 from indexer.project import Keys, Projector
 from indexer.rows import EVENT_COLUMNS, event_rows, lifecycle_rows
-from indexer.store_io import chunks, load_for, session_facts
+from indexer.store_io import chunks, load_for, refresh_payments_json, session_facts
 
 TX, LOG = EVENT_COLUMNS.index("tx_hash"), EVENT_COLUMNS.index("log_index")
 # Columns a session snapshot does not carry, for a session first seen through its snapshot.
@@ -272,6 +272,13 @@ class Store:
         )
         self._upsert(conn, Node, [proj.nodes[k] for k in proj.dirty_nodes])
         self._insert_ignore(conn, Payment, proj.payments)
+        paid = {
+            (p["session_id"], p["task_id"])
+            for p in proj.payments
+            if p.get("session_id") is not None and p.get("task_id") is not None
+        }
+        if paid:
+            refresh_payments_json(self.dialect, conn, proj.chain_id, sorted(paid))
         session_facts(conn, proj)
 
     # -- finality --------------------------------------------------------------------------

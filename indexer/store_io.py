@@ -16,6 +16,7 @@ from indexer.models import (
     NetworkTask,
     NetworkTaskStep,
     Node,
+    Payment,
     Session,
     Task,
     TaskMiner,
@@ -23,6 +24,7 @@ from indexer.models import (
     table,
 )
 from indexer.project import Keys, Projector, Row
+from indexer.rows import payments_json
 
 # (session, task) pairs per lookup: two parameters each, under SQLite's limit of 32766.
 TUPLE_CHUNK = 5000
@@ -130,3 +132,28 @@ def session_facts(conn: sa.Connection, proj: Projector) -> None:
                 .where(tbl.c.chain_id == proj.chain_id, tbl.c.session_id == sid)
                 .values(**facts)
             )
+
+
+def refresh_payments_json(
+    dialect: str, conn: sa.Connection, chain_id: int, pairs: Sequence[tuple[int, int]]
+) -> None:
+    """Rewrite ``Task.payments_json`` of these (session, task) pairs from their payment rows
+    (after new ones were stored). A task without a row yet is left alone: its payments_json
+    stays NULL and the lifecycle read falls back to the payment table."""
+    found: dict[tuple[int, int], list[Row]] = {p: [] for p in pairs}
+    for chunk in chunks(pairs, TUPLE_CHUNK):
+        for r in _rows_of_pairs(dialect, conn, table(Payment), chain_id, chunk):
+            found[(r["session_id"], r["task_id"])].append(dict(r))
+    t = table(Task)
+    stmt = (
+        t.update()
+        .where(
+            t.c.chain_id == chain_id,
+            t.c.session_id == sa.bindparam("sid"),
+            t.c.task_id == sa.bindparam("tid"),
+        )
+        .values(payments_json=sa.bindparam("doc"))
+    )
+    params = [{"sid": s, "tid": i, "doc": payments_json(rows)} for (s, i), rows in found.items()]
+    for chunk in chunks(params, 2000):
+        conn.execute(stmt, list(chunk))

@@ -89,7 +89,7 @@ def write_config(path: Any, rpc_url: str, addresses: dict[str, str], db_url: str
 def check_lifecycle_copies(engine: sa.Engine, chain_id: int = 31337) -> int:
     """Every task's JSON copies (task.steps_json, task.miners_json) hold exactly its task_step
     and task_miner rows. Returns the number of tasks checked."""
-    from indexer.models import LIFECYCLE_MINER_COLS, LIFECYCLE_STEP_COLS
+    from indexer.models import LIFECYCLE_MINER_COLS, LIFECYCLE_PAYMENT_COLS, LIFECYCLE_STEP_COLS
 
     def rows_of(conn: sa.Connection, table: str, cols: tuple[str, ...]) -> dict[Any, list[Any]]:
         out: dict[Any, list[Any]] = {}
@@ -101,12 +101,19 @@ def check_lifecycle_copies(engine: sa.Engine, chain_id: int = 31337) -> int:
     with engine.connect() as conn:
         steps = rows_of(conn, "task_step", LIFECYCLE_STEP_COLS)
         miners = rows_of(conn, "task_miner", LIFECYCLE_MINER_COLS)
-        tasks = conn.execute(sa.text("SELECT session_id, task_id, steps_json, miners_json "
-                                     "FROM task WHERE chain_id = :c"), {"c": chain_id}).all()
-    for sid, tid, s_json, m_json in tasks:
+        pays = rows_of(conn, "payment", LIFECYCLE_PAYMENT_COLS)
+        tasks = conn.execute(sa.text("SELECT session_id, task_id, steps_json, miners_json, "
+                                     "payments_json FROM task WHERE chain_id = :c"),
+                             {"c": chain_id}).all()
+    for sid, tid, s_json, m_json, p_json in tasks:
         key = (sid, tid)
         assert s_json is not None and m_json is not None, key
         got_s, got_m = json.loads(s_json), json.loads(m_json)
         assert sorted(got_s, key=repr) == sorted(steps.get(key, []), key=repr), key
         assert sorted(got_m, key=repr) == sorted(miners.get(key, []), key=repr), key
+        # NULL: never paid while the task had a row (the read falls back to the table).
+        if p_json is not None or key in pays:
+            assert p_json is not None, key
+            want = sorted(pays.get(key, []), key=lambda p: (p["block_number"], p["log_index"]))
+            assert json.loads(p_json) == want, key
     return len(tasks)

@@ -81,8 +81,9 @@ def test_sqlite_upgrades_itself(tmp_path: object) -> None:
         engine.dispose()
 
 
-def test_0004_fills_the_lifecycle_json_of_existing_tasks(db_url: str) -> None:
-    """Tasks stored before 0004 get steps_json/miners_json built from their child rows."""
+def test_0004_0005_fill_the_lifecycle_json_of_existing_tasks(db_url: str) -> None:
+    """Tasks stored before 0004 get steps_json, miners_json (0004) and payments_json (0005)
+    built from their child rows."""
     from alembic import command
 
     from indexer.db import alembic_config
@@ -106,11 +107,17 @@ def test_0004_fills_the_lifecycle_json_of_existing_tasks(db_url: str) -> None:
             conn.execute(sa.text(
                 "INSERT INTO task_miner (chain_id, session_id, task_id, miner, assigned_block,"
                 " ack_tx, ack_block, ack_log_index) VALUES (31337, 1, 1, '0xm', 6, '0xa', 7, 3)"))
+            for i, block in ((9, 9), (8, 8)):
+                conn.execute(sa.text(
+                    "INSERT INTO payment (chain_id, tx_hash, log_index, kind, session_id, task_id,"
+                    " node, amount, block_number) VALUES"
+                    " (31337, :h, 1, 'allocation', 1, 1, '0xm', '12', :b)"),
+                    {"h": f"0x{i:064x}", "b": block})
         upgrade(db_url)
         assert check_lifecycle_copies(engine) == 2
         with engine.connect() as conn:
             empty = conn.execute(sa.text(
-                "SELECT steps_json, miners_json FROM task WHERE task_id = 2")).one()
-        assert tuple(empty) == ("[]", "[]")
+                "SELECT steps_json, miners_json, payments_json FROM task WHERE task_id = 2")).one()
+        assert tuple(empty) == ("[]", "[]", "[]")
     finally:
         engine.dispose()
