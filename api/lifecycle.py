@@ -1,15 +1,20 @@
 """A task's lifecycle in one SQL statement, and its response document (the hot route).
 
 One round trip reads the task, its steps, its miners' actions, its payments and the chain's
-safe/finalized tags: each child table is folded into a JSON array of rows by a correlated
-subquery (``json_agg(json_build_object(..))`` on PostgreSQL, ``json_group_array(json_object(..))``
-on SQLite), so the same statement shape runs on both backends, sync through SQLAlchemy or async
-through asyncpg. The document is built as plain dicts in the shape of :class:`TaskDetail` and
-encoded by orjson: no model is instantiated per request.
+safe/finalized tags, all from the task's own row: the indexer keeps each child table's rows for
+the task as a JSON array in it (``Task.steps_json``, ``miners_json``, ``payments_json``). A row
+without one of them (none, unless written by something other than the indexer's store) is read
+again with each child table folded into a JSON array by a correlated subquery
+(``json_agg(json_build_object(..))`` on PostgreSQL, ``json_group_array(json_object(..))`` on
+SQLite), as verify always reads it. The same statements run on both backends, sync through
+SQLAlchemy or async through asyncpg. The document is built as plain dicts in the shape of
+:class:`TaskDetail` and encoded by orjson: no model is instantiated per request.
 
->>> _sql("sqlite").count("json_group_array(json_object("), PG_MANY.count("json_agg(")
-(3, 3)
->>> [_sql("sqlite", materialized=m).count("COALESCE(t.steps_json, ") for m in (True, False)]
+>>> _sql("sqlite", materialized=False).count("json_group_array(json_object(")
+3
+>>> PG_MANY_TABLES.count("json_agg("), PG_MANY.count("json_agg(")
+(3, 0)
+>>> [_sql("sqlite", materialized=m).count("t.steps_json") for m in (True, False)]
 [1, 0]
 """
 
@@ -39,8 +44,10 @@ PAY_COLS = LIFECYCLE_PAYMENT_COLS
 CHILDREN = (("task_step", STEP_COLS), ("task_miner", MINER_COLS), ("payment", PAY_COLS))
 # The task row's own JSON copy of a child table (indexer/models.py: Task.steps_json), read
 # instead of that table: one row instead of four index lookups, each a few pages that a 1M-task
-# database does not keep in shared_buffers (bench/api.py, one connection: p50 of the statement
-# about 650 us with three lookups, 240 us with the payment lookup left, 170 us with none).
+# database does not keep in shared_buffers. bench/api.py's database, one connection, p50 of the
+# statement: about 650 us with three lookups, 240 us with the payment lookup left, 200 us with
+# none but the subqueries still in the statement as a fallback (PostgreSQL sets up their plans on
+# every execution), 115 us (cached) with the fallback as a second statement; SELECT 1: 80 us.
 MATERIALIZED = {"task_step": "steps_json", "task_miner": "miners_json", "payment": "payments_json"}
 STEP_ROLE = {
     "submitted": "client",
@@ -69,23 +76,21 @@ class TaskRows(NamedTuple):
     tags: tuple[int, int] | None
 
 
-def _select(dialect: str, materialized: bool = True) -> str:
+def _select(dialect: str, materialized: bool) -> str:
     """Columns of one result row: task, tags, the three arrays of objects, the task's key.
-    ``materialized``: a child table's JSON copy in the task row where there is one (the
-    table itself where it is NULL); otherwise the child tables (what verify checks)."""
-    pg = dialect == "postgresql"
-    agg, obj = ("json_agg", "json_build_object") if pg else ("json_group_array", "json_object")
-    key = " AND ".join(f"c.{k} = t.{k}" for k in KEY)
-    pairs = {table: ", ".join(f"'{x}', c.{x}" for x in cols) for table, cols in CHILDREN}
-    subs = [
-        f"(SELECT {agg}({obj}({pairs[table]})){'::text' if pg else ''} FROM {table} c"
-        f" WHERE {key})"
-        for table, _ in CHILDREN
-    ]
+    ``materialized``: the task row's own JSON copies of its child rows (NULL where a copy
+    was never written); otherwise the child tables themselves (the fallback, and verify's)."""
     if materialized:
+        subs = [f"t.{MATERIALIZED[table]}" for table, _ in CHILDREN]
+    else:
+        pg = dialect == "postgresql"
+        agg, obj = ("json_agg", "json_build_object") if pg else ("json_group_array", "json_object")
+        key = " AND ".join(f"c.{k} = t.{k}" for k in KEY)
+        pairs = {table: ", ".join(f"'{x}', c.{x}" for x in cols) for table, cols in CHILDREN}
         subs = [
-            f"COALESCE(t.{MATERIALIZED[table]}, {sub})" if table in MATERIALIZED else sub
-            for (table, _), sub in zip(CHILDREN, subs, strict=True)
+            f"(SELECT {agg}({obj}({pairs[table]})){'::text' if pg else ''} FROM {table} c"
+            f" WHERE {key})"
+            for table, _ in CHILDREN
         ]
     return (
         f"SELECT {', '.join(f't.{c}' for c in TASK_COLS)}, s.safe_block, s.finalized_block, "
@@ -104,14 +109,26 @@ def _sql(dialect: str, bind: str = ":{name}", materialized: bool = True) -> str:
     return f"{_select(dialect, materialized)} FROM task t {TAGS} WHERE {where}"
 
 
-PG_ONE = _sql("postgresql", "${n}")
-# Several tasks of one chain in one statement; the keys travel as one JSON text parameter
-# (one value to encode instead of two arrays of them). For one task it costs more than PG_ONE.
-PG_MANY = (
-    f"{_select('postgresql')} FROM json_to_recordset($2::json)"
-    " AS k(session_id bigint, task_id bigint) JOIN task t ON t.chain_id = $1"
-    f" AND t.session_id = k.session_id AND t.task_id = k.task_id {TAGS}"
-)
+def _pg_many(materialized: bool) -> str:
+    """Several tasks of one chain in one statement; the keys travel as one JSON text parameter
+    (one value to encode instead of two arrays of them). For one task it costs more than
+    :data:`PG_ONE`."""
+    return (
+        f"{_select('postgresql', materialized)} FROM json_to_recordset($2::json)"
+        " AS k(session_id bigint, task_id bigint) JOIN task t ON t.chain_id = $1"
+        f" AND t.session_id = k.session_id AND t.task_id = k.task_id {TAGS}"
+    )
+
+
+PG_ONE, PG_MANY = _sql("postgresql", "${n}"), _pg_many(True)
+PG_ONE_TABLES, PG_MANY_TABLES = _sql("postgresql", "${n}", False), _pg_many(False)
+# Where the JSON copies sit in a result row.
+_JSON = slice(len(TASK_COLS) + 2, len(TASK_COLS) + 2 + len(CHILDREN))
+
+
+def _copied(row: Any) -> bool:
+    """Whether a materialized row holds all three JSON copies."""
+    return None not in row[_JSON]
 
 
 def _rows(raw: str | None) -> list[Row]:
@@ -145,23 +162,38 @@ def decode(row: Any) -> TaskRows:
 
 
 def fetch(conn: sa.Connection, key: Key, materialized: bool = True) -> TaskRows | None:
-    """The rows of task ``key`` (chain_id, session_id, task_id) on any backend, or None."""
-    sql = _sql(conn.dialect.name, materialized=materialized)
-    row = conn.execute(sa.text(sql), dict(zip(KEY, key, strict=True))).first()
+    """The rows of task ``key`` (chain_id, session_id, task_id) on any backend, or None:
+    from the task row's JSON copies (``materialized``) where it has them all, else from the
+    child tables."""
+    params = dict(zip(KEY, key, strict=True))
+    dialect = conn.dialect.name
+    row = conn.execute(sa.text(_sql(dialect, materialized=materialized)), params).first()
+    if row is not None and materialized and not _copied(row):
+        row = conn.execute(sa.text(_sql(dialect, materialized=False)), params).first()
     return None if row is None else decode(row)
 
 
 async def fetch_many_pg(pool: AsyncPgPool, keys: list[Key]) -> dict[Key, TaskRows]:
-    """:func:`fetch` for many tasks on PostgreSQL: one statement per chain among ``keys``."""
+    """:func:`fetch` for many tasks on PostgreSQL: one statement per chain among ``keys``
+    (and one more for those whose row lacks a JSON copy)."""
     if len(keys) == 1:
         rows = await pool.fetchall(PG_ONE, keys[0])
+        if rows and not _copied(rows[0]):
+            rows = await pool.fetchall(PG_ONE_TABLES, keys[0])
         return {keys[0]: decode(rows[0])} if rows else {}
     out = {}
     for chain_id in {k[0] for k in keys}:
         mine = [{"session_id": k[1], "task_id": k[2]} for k in keys if k[0] == chain_id]
-        args = (chain_id, orjson.dumps(mine).decode())
-        for row in await pool.fetchall(PG_MANY, args):
-            out[(chain_id, row[-2], row[-1])] = decode(row)
+        for sql in (PG_MANY, PG_MANY_TABLES):
+            missing = []
+            for row in await pool.fetchall(sql, (chain_id, orjson.dumps(mine).decode())):
+                if sql is PG_MANY and not _copied(row):
+                    missing.append({"session_id": row[-2], "task_id": row[-1]})
+                else:
+                    out[(chain_id, row[-2], row[-1])] = decode(row)
+            if not missing:
+                break
+            mine = missing
     return out
 
 

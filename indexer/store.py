@@ -261,7 +261,11 @@ class Store:
         dirty = proj.dirty_tasks
         steps = [r for k, r in proj.steps.items() if k[:2] in dirty]
         miners = [r for k, r in proj.miners.items() if k[:2] in dirty]
-        self._upsert(conn, Task, lifecycle_rows([proj.tasks[k] for k in dirty], steps, miners))
+        tasks = [proj.tasks[k] for k in dirty]
+        # New tasks: payments stored before the task had a row (an index that starts after the
+        # task was submitted) belong in their payments_json too.
+        unseen = {(t["session_id"], t["task_id"]) for t in tasks if t.get("payments_json") is None}
+        self._upsert(conn, Task, lifecycle_rows(tasks, steps, miners))
         self._upsert(conn, TaskStep, steps)
         self._upsert(conn, TaskMiner, miners)
         self._upsert(conn, NetworkTask, [proj.rounds[k] for k in proj.dirty_rounds])
@@ -277,8 +281,8 @@ class Store:
             for p in proj.payments
             if p.get("session_id") is not None and p.get("task_id") is not None
         }
-        if paid:
-            refresh_payments_json(self.dialect, conn, proj.chain_id, sorted(paid))
+        if paid or unseen:
+            refresh_payments_json(self.dialect, conn, proj.chain_id, sorted(paid | unseen), paid)
         session_facts(conn, proj)
 
     # -- finality --------------------------------------------------------------------------

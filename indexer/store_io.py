@@ -135,11 +135,16 @@ def session_facts(conn: sa.Connection, proj: Projector) -> None:
 
 
 def refresh_payments_json(
-    dialect: str, conn: sa.Connection, chain_id: int, pairs: Sequence[tuple[int, int]]
+    dialect: str,
+    conn: sa.Connection,
+    chain_id: int,
+    pairs: Sequence[tuple[int, int]],
+    paid: set[tuple[int, int]],
 ) -> None:
-    """Rewrite ``Task.payments_json`` of these (session, task) pairs from their payment rows
-    (after new ones were stored). A task without a row yet is left alone: its payments_json
-    stays NULL and the lifecycle read falls back to the payment table."""
+    """Rewrite ``Task.payments_json`` of these (session, task) pairs from their payment rows:
+    those in ``paid`` (new payments stored) always, the others where they have payments (their
+    row holds ``[]``). A task without a row is left alone; the projector fills its JSON when it
+    creates the row."""
     found: dict[tuple[int, int], list[Row]] = {p: [] for p in pairs}
     for chunk in chunks(pairs, TUPLE_CHUNK):
         for r in _rows_of_pairs(dialect, conn, table(Payment), chain_id, chunk):
@@ -154,6 +159,10 @@ def refresh_payments_json(
         )
         .values(payments_json=sa.bindparam("doc"))
     )
-    params = [{"sid": s, "tid": i, "doc": payments_json(rows)} for (s, i), rows in found.items()]
+    params = [
+        {"sid": s, "tid": i, "doc": payments_json(rows)}
+        for (s, i), rows in found.items()
+        if rows or (s, i) in paid
+    ]
     for chunk in chunks(params, 2000):
         conn.execute(stmt, list(chunk))

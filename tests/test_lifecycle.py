@@ -82,11 +82,14 @@ def test_step_objects_are_the_first_fields_of_a_step_in_order() -> None:
 
 
 def test_statements_fetch_the_same_columns_on_every_backend() -> None:
-    one, many = lifecycle.PG_ONE, lifecycle.PG_MANY
-    assert one.split(" FROM task t")[0] == many.split(" FROM json_to_recordset")[0]
-    assert "t.task_id = $3" in one and "$2::json" in many and "t.chain_id = $1" in many
-    sqlite = lifecycle._sql("sqlite")
+    for one, many in ((lifecycle.PG_ONE, lifecycle.PG_MANY),
+                      (lifecycle.PG_ONE_TABLES, lifecycle.PG_MANY_TABLES)):
+        assert one.split(" FROM task t")[0] == many.split(" FROM json_to_recordset")[0]
+        assert "t.task_id = $3" in one and "$2::json" in many and "t.chain_id = $1" in many
+    sqlite = lifecycle._sql("sqlite", materialized=False)
     assert sqlite.count("json_group_array(json_object(") == 3 and ":task_id" in sqlite
+    fast = lifecycle._sql("sqlite")
+    assert "t.steps_json, t.miners_json, t.payments_json" in fast and "SELECT (" not in fast
     assert conninfo("postgresql+psycopg://u:p@h:5/db") == "postgresql://u:p@h:5/db"
 
 
