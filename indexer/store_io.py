@@ -149,20 +149,18 @@ def refresh_payments_json(
     for chunk in chunks(pairs, TUPLE_CHUNK):
         for r in _rows_of_pairs(dialect, conn, table(Payment), chain_id, chunk):
             found[(r["session_id"], r["task_id"])].append(dict(r))
-    t = table(Task)
-    stmt = (
-        t.update()
-        .where(
-            t.c.chain_id == chain_id,
-            t.c.session_id == sa.bindparam("sid"),
-            t.c.task_id == sa.bindparam("tid"),
+    docs = [(s, i, payments_json(rows)) for (s, i), rows in found.items() if rows or (s, i) in paid]
+    if not docs:
+        return
+    if dialect == "postgresql":  # one statement: executemany costs a round trip per row
+        conn.exec_driver_sql(
+            "UPDATE task AS t SET payments_json = k.doc "
+            "FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS k(s, i, doc) "
+            "WHERE t.chain_id = %s AND t.session_id = k.s AND t.task_id = k.i",
+            ([d[0] for d in docs], [d[1] for d in docs], [d[2] for d in docs], chain_id),
         )
-        .values(payments_json=sa.bindparam("doc"))
+        return
+    conn.exec_driver_sql(
+        "UPDATE task SET payments_json = ? WHERE chain_id = ? AND session_id = ? AND task_id = ?",
+        [(doc, chain_id, s, i) for s, i, doc in docs],
     )
-    params = [
-        {"sid": s, "tid": i, "doc": payments_json(rows)}
-        for (s, i), rows in found.items()
-        if rows or (s, i) in paid
-    ]
-    for chunk in chunks(params, 2000):
-        conn.execute(stmt, list(chunk))
