@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from indexer.models import (
+    TASK_COPIES,
     Block,
     ChainState,
     Event,
@@ -31,6 +32,8 @@ Row = dict[str, Any]
 
 CHAIN, BLOCK, EVENT = table(ChainState), table(Block), table(Event)
 SESSION, TASK, STEP, MINER = table(Session), table(Task), table(TaskStep), table(TaskMiner)
+# A task's columns but its JSON copies of its children (the lifecycle route's, ~2 KB a task).
+TASK_FIELDS = [c for c in TASK.columns if c.name not in TASK_COPIES]
 ROUND, ROUND_STEP, NODE, PAYMENT = (
     table(NetworkTask),
     table(NetworkTaskStep),
@@ -124,7 +127,7 @@ def list_tasks(
         .limit(1)
         .scalar_subquery()
     )
-    q = sa.select(TASK, sub.label("submitted_at")).where(
+    q = sa.select(*TASK_FIELDS, sub.label("submitted_at")).where(
         TASK.c.chain_id == chain_id, TASK.c.session_id == session_id
     )
     if status:
@@ -142,7 +145,7 @@ def list_tasks(
 def task_by_reference(conn: sa.Connection, client_reference: str) -> Row | None:
     r = (
         conn.execute(
-            sa.select(TASK)
+            sa.select(*TASK_FIELDS)
             .where(TASK.c.client_reference == client_reference)
             .order_by(TASK.c.first_block)
             .limit(1)

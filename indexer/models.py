@@ -165,6 +165,8 @@ class Task(SQLModel, table=True):
     payments_json: str | None = Field(default=None, sa_type=Text)
 
 
+# Task columns that copy its child rows for the lifecycle route; not read by anything else.
+TASK_COPIES = ("steps_json", "miners_json", "payments_json")
 # What a task's lifecycle document shows of each step and miner row, in this order.
 LIFECYCLE_STEP_COLS = (
     "step", "event", "tx_hash", "block_number", "block_time", "log_index", "actor"

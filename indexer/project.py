@@ -169,6 +169,7 @@ class Projector:
     payments: list[Row] = field(default_factory=list)
     sessions: dict[int, Row] = field(default_factory=dict)  # event-derived session facts
     dirty_tasks: set[TaskKey] = field(default_factory=set)
+    stored_tasks: set[TaskKey] = field(default_factory=set)  # tasks load_for found stored
     dirty_rounds: set[int] = field(default_factory=set)
     dirty_nodes: set[str] = field(default_factory=set)
 

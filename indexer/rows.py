@@ -121,8 +121,6 @@ def lifecycle_rows(tasks: list[Row], steps: list[Row], miners: list[Row]) -> lis
         s, m = by_task[t["session_id"], t["task_id"]]
         t["steps_json"] = orjson.dumps(sorted(s, key=_by_step)).decode()
         t["miners_json"] = orjson.dumps(sorted(m, key=_by_miner)).decode()
-        if t.get("payments_json") is None:  # a new task: the store fills it in the same batch
-            t["payments_json"] = "[]"
     return tasks
 
 

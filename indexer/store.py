@@ -262,10 +262,13 @@ class Store:
         steps = [r for k, r in proj.steps.items() if k[:2] in dirty]
         miners = [r for k, r in proj.miners.items() if k[:2] in dirty]
         tasks = [proj.tasks[k] for k in dirty]
-        # New tasks: payments stored before the task had a row (an index that starts after the
-        # task was submitted) belong in their payments_json too.
-        unseen = {(t["session_id"], t["task_id"]) for t in tasks if t.get("payments_json") is None}
-        self._upsert(conn, Task, lifecycle_rows(tasks, steps, miners))
+        # A new task starts with no payments (payments_json is insert-only: a stored task keeps
+        # its own). Payments stored before it had a row (an index that starts after the task
+        # was submitted) are put in below.
+        unseen = dirty - proj.stored_tasks
+        self._upsert(
+            conn, Task, lifecycle_rows(tasks, steps, miners), {"payments_json": "[]"}
+        )
         self._upsert(conn, TaskStep, steps)
         self._upsert(conn, TaskMiner, miners)
         self._upsert(conn, NetworkTask, [proj.rounds[k] for k in proj.dirty_rounds])

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from indexer.decode import DecodedEvent
 from indexer.models import (
+    TASK_COPIES,
     NetworkTask,
     NetworkTaskStep,
     Node,
@@ -64,11 +65,14 @@ def load_for(
     pairs = sorted(task_keys)
     for tbl, target, key in task_targets:
         # One statement per chunk of (session, task) pairs, whatever the number of sessions.
+        # A task's JSON copies of its children are rebuilt or kept as stored, never read here.
+        cols = [c.name for c in tbl.columns if c.name not in TASK_COPIES]
         for chunk in chunks(pairs, TUPLE_CHUNK):
-            for r in _rows_of_pairs(dialect, conn, tbl, cid, chunk):
+            for r in _rows_of_pairs(dialect, conn, tbl, cid, chunk, cols):
                 row = dict(r)
                 k2 = (row["session_id"], row["task_id"])
                 target[(*k2, row[key]) if key else k2] = row
+    proj.stored_tasks.update(proj.tasks)
     other: tuple[tuple[sa.Table, dict[Any, Row], str, list[Any]], ...] = (
         (table(NetworkTask), proj.rounds, "round_id", sorted(rounds)),
         (table(Node), proj.nodes, "address", sorted(nodes)),
@@ -88,20 +92,27 @@ def load_for(
 
 
 def _rows_of_pairs(
-    dialect: str, conn: sa.Connection, tbl: sa.Table, cid: int, pairs: Sequence[tuple[int, int]]
+    dialect: str,
+    conn: sa.Connection,
+    tbl: sa.Table,
+    cid: int,
+    pairs: Sequence[tuple[int, int]],
+    cols: Sequence[str] | None = None,
 ) -> Iterable[sa.RowMapping]:
-    """Rows of ``tbl`` for these (session, task) pairs. PostgreSQL joins two arrays: a
-    row-value IN list of thousands of pairs took most of a backfill's time there."""
+    """Rows of ``tbl`` (``cols``, or all) for these (session, task) pairs. PostgreSQL joins
+    two arrays: a row-value IN list of thousands of pairs took most of a backfill's time."""
+    names = list(cols or [c.name for c in tbl.columns])
     if dialect == "postgresql":
         sql = (
-            f"SELECT t.* FROM {tbl.name} AS t "
+            f"SELECT {', '.join(f't.{c}' for c in names)} FROM {tbl.name} AS t "
             "JOIN unnest(%s::bigint[], %s::bigint[]) AS k(s, i) "
             "ON t.session_id = k.s AND t.task_id = k.i WHERE t.chain_id = %s"
         )
         params = ([p[0] for p in pairs], [p[1] for p in pairs], cid)
         return conn.exec_driver_sql(sql, params).mappings()
     pair = sa.tuple_(tbl.c.session_id, tbl.c.task_id)
-    return conn.execute(sa.select(tbl).where(tbl.c.chain_id == cid, pair.in_(pairs))).mappings()
+    q = sa.select(*(tbl.c[c] for c in names)).where(tbl.c.chain_id == cid, pair.in_(pairs))
+    return conn.execute(q).mappings()
 
 
 def session_facts(conn: sa.Connection, proj: Projector) -> None:

@@ -86,3 +86,49 @@ def test_large_batches_take_the_copy_path_with_the_same_outcome(store_url: str) 
         assert got == want
     finally:
         engine.dispose()
+
+
+def test_task_json_copies_include_payments_stored_before_the_task(store_url: str) -> None:
+    """A network payment stored while its task had no row (an index that starts after the task
+    was submitted) is in the task's payments_json once a later batch creates the row; a task
+    written again keeps its payments, and a new payment rewrites them."""
+    from indexer.decode import DecodedEvent
+    from indexer.store import Batch, Store
+    from tests.indexing import check_lifecycle_copies
+
+    def ev(block: int, contract: str, event: str, **args: object) -> DecodedEvent:
+        return DecodedEvent(block, f"0x{block:064x}", 1000 + block, f"0x{block:064x}", 0, 0,
+                            "0x" + "11" * 20, contract, event, "0x" + "22" * 32, dict(args),
+                            [], "0x", sender="0x" + "33" * 20)
+
+    def batch(block: int, *events: DecodedEvent) -> Batch:
+        return Batch(chain_id=31337, name="t", from_block=block, to_block=block,
+                     to_hash=f"0x{block:064x}", events=list(events),
+                     headers=[{"number": block, "hash": f"0x{block:064x}", "timestamp": block}])
+
+    engine = make_engine(store_url)
+    store = Store(engine)
+    try:
+        store.ensure_state(31337, "t", 0)
+        store.write_batch(batch(1, ev(1, "SessionPayment", "NetworkPaid", sessionId=1, taskId=1,
+                                      amount=5)))
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM task")).scalar() == 0
+        store.write_batch(batch(2, ev(2, "SessionV2", "TaskSubmitted", sessionId=1, taskId=1,
+                                      clientReference="r", taskData="d")))
+        assert check_lifecycle_copies(engine) == 1
+        store.write_batch(batch(3, ev(3, "SessionQueueV2", "TaskQueued", sessionId=1, taskId=1,
+                                      globalId=9, taskData="d")))
+        assert check_lifecycle_copies(engine) == 1
+        store.write_batch(batch(4, ev(4, "SessionV2", "TaskSubmitted", sessionId=1, taskId=2,
+                                      clientReference="r2", taskData="d")))
+        store.write_batch(batch(5, ev(5, "SessionPayment", "NodePaymentAllocated", sessionId=1,
+                                      taskId=1, node="0x" + "44" * 20, amount=3)))
+        assert check_lifecycle_copies(engine) == 2
+        with engine.connect() as conn:
+            docs = dict(conn.execute(sa.text(
+                "SELECT task_id, payments_json FROM task ORDER BY task_id")).all())
+        assert [p["kind"] for p in json.loads(docs[1])] == ["network", "allocation"]
+        assert docs[2] == "[]"
+    finally:
+        engine.dispose()
