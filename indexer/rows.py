@@ -124,10 +124,15 @@ def lifecycle_rows(tasks: list[Row], steps: list[Row], miners: list[Row]) -> lis
     return tasks
 
 
-def payments_json(rows: list[Row]) -> str:
-    """A task's payment rows as the JSON ``Task.payments_json`` holds, in chain order."""
-    docs = [{c: r[c] for c in LIFECYCLE_PAYMENT_COLS} for r in rows]
-    return orjson.dumps(sorted(docs, key=_chain_order)).decode()
+def payments_json(*groups: list[Row]) -> str:
+    """A task's payment rows (from any of ``groups``, each payment once) as the JSON
+    ``Task.payments_json`` holds, in chain order."""
+    docs = {
+        (r["tx_hash"], r["log_index"]): {c: r[c] for c in LIFECYCLE_PAYMENT_COLS}
+        for rows in groups
+        for r in rows
+    }
+    return orjson.dumps(sorted(docs.values(), key=_chain_order)).decode()
 
 
 def _chain_order(r: Row) -> tuple[int, int]:

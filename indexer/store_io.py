@@ -13,7 +13,6 @@ import sqlalchemy as sa
 
 from indexer.decode import DecodedEvent
 from indexer.models import (
-    TASK_COPIES,
     NetworkTask,
     NetworkTaskStep,
     Node,
@@ -25,10 +24,11 @@ from indexer.models import (
     table,
 )
 from indexer.project import Keys, Projector, Row
-from indexer.rows import payments_json
 
 # (session, task) pairs per lookup: two parameters each, under SQLite's limit of 32766.
 TUPLE_CHUNK = 5000
+# Task columns load_for leaves out: the store rebuilds them whole from the rows it loads.
+REBUILT_COPIES = ("steps_json", "miners_json")
 # Bound parameters per statement stay well under SQLite's 32766 limit.
 IN_CHUNK = 500
 
@@ -65,8 +65,8 @@ def load_for(
     pairs = sorted(task_keys)
     for tbl, target, key in task_targets:
         # One statement per chunk of (session, task) pairs, whatever the number of sessions.
-        # A task's JSON copies of its children are rebuilt or kept as stored, never read here.
-        cols = [c.name for c in tbl.columns if c.name not in TASK_COPIES]
+        # A task's copies of its steps and miners are rebuilt from them, never read here.
+        cols = [c.name for c in tbl.columns if c.name not in REBUILT_COPIES]
         for chunk in chunks(pairs, TUPLE_CHUNK):
             for r in _rows_of_pairs(dialect, conn, tbl, cid, chunk, cols):
                 row = dict(r)
@@ -145,33 +145,12 @@ def session_facts(conn: sa.Connection, proj: Projector) -> None:
             )
 
 
-def refresh_payments_json(
-    dialect: str,
-    conn: sa.Connection,
-    chain_id: int,
-    pairs: Sequence[tuple[int, int]],
-    paid: set[tuple[int, int]],
-) -> None:
-    """Rewrite ``Task.payments_json`` of these (session, task) pairs from their payment rows:
-    those in ``paid`` (new payments stored) always, the others where they have payments (their
-    row holds ``[]``). A task without a row is left alone; the projector fills its JSON when it
-    creates the row."""
-    found: dict[tuple[int, int], list[Row]] = {p: [] for p in pairs}
+def stored_payments(
+    dialect: str, conn: sa.Connection, chain_id: int, pairs: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], list[Row]]:
+    """The stored payment rows of these (session, task) pairs, by pair."""
+    found: dict[tuple[int, int], list[Row]] = {}
     for chunk in chunks(pairs, TUPLE_CHUNK):
         for r in _rows_of_pairs(dialect, conn, table(Payment), chain_id, chunk):
-            found[(r["session_id"], r["task_id"])].append(dict(r))
-    docs = [(s, i, payments_json(rows)) for (s, i), rows in found.items() if rows or (s, i) in paid]
-    if not docs:
-        return
-    if dialect == "postgresql":  # one statement: executemany costs a round trip per row
-        conn.exec_driver_sql(
-            "UPDATE task AS t SET payments_json = k.doc "
-            "FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS k(s, i, doc) "
-            "WHERE t.chain_id = %s AND t.session_id = k.s AND t.task_id = k.i",
-            ([d[0] for d in docs], [d[1] for d in docs], [d[2] for d in docs], chain_id),
-        )
-        return
-    conn.exec_driver_sql(
-        "UPDATE task SET payments_json = ? WHERE chain_id = ? AND session_id = ? AND task_id = ?",
-        [(doc, chain_id, s, i) for s, i, doc in docs],
-    )
+            found.setdefault((r["session_id"], r["task_id"]), []).append(dict(r))
+    return found

@@ -90,8 +90,9 @@ def test_large_batches_take_the_copy_path_with_the_same_outcome(store_url: str) 
 
 def test_task_json_copies_include_payments_stored_before_the_task(store_url: str) -> None:
     """A network payment stored while its task had no row (an index that starts after the task
-    was submitted) is in the task's payments_json once a later batch creates the row; a task
-    written again keeps its payments, and a new payment rewrites them."""
+    was submitted: its first event indexed is TaskQueued) is in the task's payments_json once a
+    later batch creates the row; a task written again keeps its payments, and a new payment
+    rewrites them."""
     from indexer.decode import DecodedEvent
     from indexer.store import Batch, Store
     from tests.indexing import check_lifecycle_copies
@@ -114,11 +115,11 @@ def test_task_json_copies_include_payments_stored_before_the_task(store_url: str
                                       amount=5)))
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM task")).scalar() == 0
-        store.write_batch(batch(2, ev(2, "SessionV2", "TaskSubmitted", sessionId=1, taskId=1,
-                                      clientReference="r", taskData="d")))
-        assert check_lifecycle_copies(engine) == 1
-        store.write_batch(batch(3, ev(3, "SessionQueueV2", "TaskQueued", sessionId=1, taskId=1,
+        store.write_batch(batch(2, ev(2, "SessionQueueV2", "TaskQueued", sessionId=1, taskId=1,
                                       globalId=9, taskData="d")))
+        assert check_lifecycle_copies(engine) == 1
+        store.write_batch(batch(3, ev(3, "SessionQueueV2", "TaskAssigned", sessionId=1, taskId=1,
+                                      miners=["0x" + "44" * 20])))
         assert check_lifecycle_copies(engine) == 1
         store.write_batch(batch(4, ev(4, "SessionV2", "TaskSubmitted", sessionId=1, taskId=2,
                                       clientReference="r2", taskData="d")))
