@@ -117,7 +117,7 @@ async def constant() -> Response:
 
 # A what-if for the profile, not a target: the route's own statement and document, but read
 # synchronously through SQLAlchemy in the threadpool (the route's path on SQLite) instead of
-# on the async psycopg pool it uses on PostgreSQL.
+# on the asyncpg pool it uses on PostgreSQL.
 @router.get("/bench/threadpool/{session_id}/{task_id}", include_in_schema=False)
 async def threadpool(request: Request, session_id: int, task_id: int) -> Response:
     state = request.app.state.corlens

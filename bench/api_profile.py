@@ -73,7 +73,7 @@ def _short(path: str) -> str:
 
 def in_process(url: str, tasks: int, concurrency: int) -> None:
     """Statements, connections and threadpool hand-offs per request (through SQLAlchemy or the
-    async psycopg pool); new connections under concurrency; each statement's plan."""
+    asyncpg pool); new connections under concurrency; each statement's plan."""
     app = create_app(settings_for(url))
     state = app.state.corlens
     engine: sa.Engine = state.engine
@@ -89,7 +89,7 @@ def in_process(url: str, tasks: int, concurrency: int) -> None:
         n["thread"] += 1
         return real_run_sync(*args, **kw)
 
-    async def fetchall(sql: str, params: dict[str, Any]) -> Any:
+    async def fetchall(sql: str, params: tuple[Any, ...]) -> Any:
         seen.append((sql, params))
         n["checkout"] += 1
         return await real_fetch(sql, params)
