@@ -32,13 +32,20 @@ from api.payouts_view import payment_doc
 from api.pg_async import AsyncPgPool, Coalescer
 from indexer.config import ChainConfig
 from indexer.finality import finality_of
-from indexer.models import LIFECYCLE_MINER_COLS, LIFECYCLE_PAYMENT_COLS, LIFECYCLE_STEP_COLS
+from indexer.models import (
+    LIFECYCLE_MINER_COLS,
+    LIFECYCLE_PAYMENT_COLS,
+    LIFECYCLE_STEP_COLS,
+    MINER_ACTIONS,
+    TASK_COPIES,
+)
 from indexer.project import TASK_STATUSES
+from indexer.rows import chain_order
 
 KEY = ("chain_id", "session_id", "task_id")  # the task's primary key, the statement's parameters
 TASK_COLS = ("global_id", "client_reference", "task_data", "status", "force_ended")
 STEP_COLS = LIFECYCLE_STEP_COLS
-ACTIONS = ("ack", "precommit", "commit")
+ACTIONS = MINER_ACTIONS
 MINER_COLS = LIFECYCLE_MINER_COLS
 PAY_COLS = LIFECYCLE_PAYMENT_COLS
 CHILDREN = (("task_step", STEP_COLS), ("task_miner", MINER_COLS), ("payment", PAY_COLS))
@@ -48,7 +55,7 @@ CHILDREN = (("task_step", STEP_COLS), ("task_miner", MINER_COLS), ("payment", PA
 # statement: about 650 us with three lookups, 240 us with the payment lookup left, 200 us with
 # none but the subqueries still in the statement as a fallback (PostgreSQL sets up their plans on
 # every execution), 115 us (cached) with the fallback as a second statement; SELECT 1: 80 us.
-MATERIALIZED = {"task_step": "steps_json", "task_miner": "miners_json", "payment": "payments_json"}
+MATERIALIZED = dict(zip((table for table, _ in CHILDREN), TASK_COPIES, strict=True))
 STEP_ROLE = {
     "submitted": "client",
     "queued": "client",
@@ -140,10 +147,6 @@ def _step_order(s: Row) -> tuple[int, int, int]:
     return STEP_ORDER[s["step"]], s["block_number"], s["log_index"]
 
 
-def _chain_order(p: Row) -> tuple[int, int]:
-    return p["block_number"], p["log_index"]
-
-
 _by_miner = operator.itemgetter("miner")
 
 
@@ -156,7 +159,7 @@ def decode(row: Any) -> TaskRows:
     steps, miners, pays = (_rows(row[n + 2 + i]) for i in range(len(CHILDREN)))
     steps.sort(key=_step_order)
     miners.sort(key=_by_miner)
-    pays.sort(key=_chain_order)
+    pays.sort(key=chain_order)
     tags = None if safe is None else (int(safe), int(final))
     return TaskRows(task, steps, miners, pays, tags)
 

@@ -171,9 +171,10 @@ TASK_COPIES = ("steps_json", "miners_json", "payments_json")
 LIFECYCLE_STEP_COLS = (
     "step", "event", "tx_hash", "block_number", "block_time", "log_index", "actor"
 )
+MINER_ACTIONS = ("ack", "precommit", "commit")
 LIFECYCLE_MINER_COLS = (
     "miner",
-    *(f"{a}_{c}" for a in ("ack", "precommit", "commit") for c in ("tx", "block", "log_index")),
+    *(f"{a}_{c}" for a in MINER_ACTIONS for c in ("tx", "block", "log_index")),
 )
 LIFECYCLE_PAYMENT_COLS = (
     "kind",

@@ -132,8 +132,9 @@ def payments_json(*groups: list[Row]) -> str:
         for rows in groups
         for r in rows
     }
-    return orjson.dumps(sorted(docs.values(), key=_chain_order)).decode()
+    return orjson.dumps(sorted(docs.values(), key=chain_order)).decode()
 
 
-def _chain_order(r: Row) -> tuple[int, int]:
+def chain_order(r: Row) -> tuple[int, int]:
+    """Sort key of rows in the order the chain logged them."""
     return r["block_number"], r["log_index"]

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -35,9 +34,9 @@ from indexer.models import (
     TaskStep,
     table,
 )
-from indexer.project import Keys, Projector, Row
-from indexer.rows import EVENT_COLUMNS, event_rows, lifecycle_rows, payments_json
-from indexer.store_io import chunks, load_for, session_facts, stored_payments
+from indexer.project import Keys, Projector
+from indexer.rows import EVENT_COLUMNS, event_rows, lifecycle_rows
+from indexer.store_io import chunks, load_for, session_facts, set_payments_json
 
 TX, LOG = EVENT_COLUMNS.index("tx_hash"), EVENT_COLUMNS.index("log_index")
 # Columns a session snapshot does not carry, for a session first seen through its snapshot.
@@ -260,35 +259,11 @@ class Store:
 
     def _write_projection(self, conn: sa.Connection, proj: Projector) -> None:
         # Tasks to write: those the events changed, and those with new payments (their
-        # payments_json changes) that are stored or created in this batch.
-        paid: dict[tuple[int, int], list[Row]] = {}
-        for p in proj.payments:
-            k = (p.get("session_id"), p.get("task_id"))
-            if k in proj.tasks:
-                paid.setdefault(k, []).append(p)
-        dirty = proj.dirty_tasks | paid.keys()
+        # payments_json changes).
+        dirty = set_payments_json(self.dialect, conn, proj)
         steps = [r for k, r in proj.steps.items() if k[:2] in dirty]
         miners = [r for k, r in proj.miners.items() if k[:2] in dirty]
-        tasks = [proj.tasks[k] for k in dirty]
-        # A stored task's payments_json plus its new payments; a new task's from the payment
-        # table too when it may have some there: payments stored before it had a row (an index
-        # that starts after the task was submitted). A task submitted in this batch has none
-        # (a payment names a task that exists); looking them all up cost ~20% of a PostgreSQL
-        # backfill (bench/indexer.py).
-        fresh = {
-            k for k in dirty if k not in proj.stored_tasks or proj.tasks[k]["payments_json"] is None
-        }
-        stored, steps_seen = proj.stored_tasks, proj.steps
-        look = sorted(k for k in fresh if k in stored or (*k, "submitted") not in steps_seen)
-        earlier = stored_payments(self.dialect, conn, proj.chain_id, look) if look else {}
-        for k in fresh:
-            proj.tasks[k]["payments_json"] = payments_json(earlier.get(k, []), paid.get(k, []))
-        for k, new in paid.items():
-            if k not in fresh:
-                proj.tasks[k]["payments_json"] = payments_json(
-                    orjson.loads(proj.tasks[k]["payments_json"]), new
-                )
-        self._upsert(conn, Task, lifecycle_rows(tasks, steps, miners))
+        self._upsert(conn, Task, lifecycle_rows([proj.tasks[k] for k in dirty], steps, miners))
         self._upsert(conn, TaskStep, steps)
         self._upsert(conn, TaskMiner, miners)
         self._upsert(conn, NetworkTask, [proj.rounds[k] for k in proj.dirty_rounds])

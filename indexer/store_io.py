@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from indexer.decode import DecodedEvent
@@ -24,6 +25,7 @@ from indexer.models import (
     table,
 )
 from indexer.project import Keys, Projector, Row
+from indexer.rows import payments_json
 
 # (session, task) pairs per lookup: two parameters each, under SQLite's limit of 32766.
 TUPLE_CHUNK = 5000
@@ -145,12 +147,31 @@ def session_facts(conn: sa.Connection, proj: Projector) -> None:
             )
 
 
-def stored_payments(
-    dialect: str, conn: sa.Connection, chain_id: int, pairs: Sequence[tuple[int, int]]
-) -> dict[tuple[int, int], list[Row]]:
-    """The stored payment rows of these (session, task) pairs, by pair."""
-    found: dict[tuple[int, int], list[Row]] = {}
-    for chunk in chunks(pairs, TUPLE_CHUNK):
-        for r in _rows_of_pairs(dialect, conn, table(Payment), chain_id, chunk):
-            found.setdefault((r["session_id"], r["task_id"]), []).append(dict(r))
-    return found
+def set_payments_json(dialect: str, conn: sa.Connection, proj: Projector) -> set[tuple[int, int]]:
+    """Set ``payments_json`` on the tasks whose copy changes; return the tasks to write: those
+    the events changed and those (stored, or created in this batch) with new payments.
+
+    A stored task's copy gains its new payments. A new task's comes from the payment table too
+    when it may have some there: payments stored before it had a row (an index that starts
+    after the task was submitted). A task submitted in this batch has none (a payment names a
+    task that exists); looking them all up cost ~20% of a PostgreSQL backfill."""
+    paid: dict[tuple[int, int], list[Row]] = {}
+    for p in proj.payments:
+        k = (p.get("session_id"), p.get("task_id"))
+        if k in proj.tasks:
+            paid.setdefault(k, []).append(p)
+    dirty = proj.dirty_tasks | paid.keys()
+    stored = proj.stored_tasks
+    fresh = {k for k in dirty if k not in stored or proj.tasks[k]["payments_json"] is None}
+    look = sorted(k for k in fresh if k in stored or (*k, "submitted") not in proj.steps)
+    earlier: dict[tuple[int, int], list[Row]] = {}
+    for chunk in chunks(look, TUPLE_CHUNK):
+        for r in _rows_of_pairs(dialect, conn, table(Payment), proj.chain_id, chunk):
+            earlier.setdefault((r["session_id"], r["task_id"]), []).append(dict(r))
+    for k in dirty:
+        t = proj.tasks[k]
+        if k in fresh:
+            t["payments_json"] = payments_json(earlier.get(k, []), paid.get(k, []))
+        elif k in paid:
+            t["payments_json"] = payments_json(orjson.loads(t["payments_json"]), paid[k])
+    return dirty
