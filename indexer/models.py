@@ -169,7 +169,13 @@ class Task(SQLModel, table=True):
 TASK_COPIES = ("steps_json", "miners_json", "payments_json")
 # What a task's lifecycle document shows of each step and miner row, in this order.
 LIFECYCLE_STEP_COLS = (
-    "step", "event", "tx_hash", "block_number", "block_time", "log_index", "actor"
+    "step",
+    "event",
+    "tx_hash",
+    "block_number",
+    "block_time",
+    "log_index",
+    "actor",
 )
 MINER_ACTIONS = ("ack", "precommit", "commit")
 LIFECYCLE_MINER_COLS = (

@@ -204,7 +204,9 @@ async def prepared_ranges(
     rest.
     """
     queue: asyncio.Queue[tuple[int, asyncio.Task[T]] | Exception | None] = asyncio.Queue(1)
-    started: list[asyncio.Task[T]] = []
+    # Prepared ranges not handed out yet, cancelled on close. (Not every range started: a
+    # long step would hold each range's result until its end.)
+    started: set[asyncio.Task[T]] = set()
 
     async def produce() -> None:
         try:
@@ -217,7 +219,7 @@ async def prepared_ranges(
                     rpc, planner, addresses=addresses, topics=None, start=lo, end=hi
                 ):
                     task = asyncio.create_task(prepare(a, b, logs))
-                    started.append(task)
+                    started.add(task)
                     await queue.put((a, task))
                 pos = hi + 1
             await queue.put(None)
@@ -229,6 +231,7 @@ async def prepared_ranges(
         while (item := await queue.get()) is not None:
             if isinstance(item, Exception):
                 raise item
+            started.discard(item[1])
             yield item
     finally:
         for t in (producer, *started):

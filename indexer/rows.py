@@ -110,9 +110,7 @@ def lifecycle_rows(tasks: list[Row], steps: list[Row], miners: list[Row]) -> lis
         (t["session_id"], t["task_id"]): ([], []) for t in tasks
     }
     for r in steps:
-        by_task[r["session_id"], r["task_id"]][0].append(
-            {c: r.get(c) for c in LIFECYCLE_STEP_COLS}
-        )
+        by_task[r["session_id"], r["task_id"]][0].append({c: r.get(c) for c in LIFECYCLE_STEP_COLS})
     for r in miners:
         by_task[r["session_id"], r["task_id"]][1].append(
             {c: r.get(c) for c in LIFECYCLE_MINER_COLS}

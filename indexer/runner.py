@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.config import ChainConfig, Settings
-from indexer.db import ensure_schema, make_engine
+from indexer.db import ensure_schema, is_sqlite, make_engine
 from indexer.errors import IndexerError, RetryableError, RpcError
+from indexer.gc_tuning import tune_gc
 from indexer.lock import WriterLock
 from indexer.rpc import RpcClient
 from indexer.store import Store
 from indexer.sync import ChainIndexer, Progress, Reorged, Waiting
+from indexer.writer_proc import ProcessWriter
 
 Say = Callable[[str], None]
 # Steps one scheduler tick may take before yielding to the next tick.
@@ -36,22 +37,6 @@ class Summary:
     malformed: int
     unknown: int
     reorgs: int
-
-
-# Allocations between two young-generation collections (CPython's default is 700).
-GC_YOUNG_THRESHOLD = 50_000
-
-
-def tune_gc() -> None:
-    """For a process that only indexes. Every range parses into hundreds of thousands of
-    dicts and lists that reference counting frees; the cycle collector's young passes every
-    700 allocations were a fifth of ``index --once``'s CPU. What is loaded by now (modules,
-    settings) is frozen out of its reach and the young generation collected 70x less often;
-    cycles are still collected."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def open_store(settings: Settings) -> Store:
@@ -83,8 +68,12 @@ async def index_once(
         else None
     )
     try:
-        async with RpcClient(chain.rpc_urls, timeout=chain.rpc_timeout) as rpc:
-            ix = ChainIndexer(chain, store, rpc, config_dir=_config_dir(settings))
+        async with contextlib.AsyncExitStack() as stack:
+            rpc = await stack.enter_async_context(
+                RpcClient(chain.rpc_urls, timeout=chain.rpc_timeout)
+            )
+            writer = _writer(stack, settings)
+            ix = ChainIndexer(chain, store, rpc, config_dir=_config_dir(settings), writer=writer)
             await ix.setup()
             return await ix.backfill(on_progress)
     finally:
@@ -118,7 +107,8 @@ async def follow(
                 rpc = await stack.enter_async_context(
                     RpcClient(chain.rpc_urls, timeout=chain.rpc_timeout)
                 )
-            ix = ChainIndexer(chain, store, rpc, config_dir=_config_dir(settings))
+            writer = _writer(stack, settings)
+            ix = ChainIndexer(chain, store, rpc, config_dir=_config_dir(settings), writer=writer)
             await ix.setup()
             await ix.backfill(on_progress)
 
@@ -165,6 +155,15 @@ async def follow(
         lock.release()
 
 
+def _writer(stack: contextlib.AsyncExitStack, settings: Settings) -> ProcessWriter | None:
+    """A writer process for the chain's ranges (closed with ``stack``), or None to write in a
+    thread of this process: an in-memory SQLite database is this process's alone."""
+    url = settings.database_url
+    if is_sqlite(url) and url.split("///", 1)[-1] in ("", ":memory:") or "mode=memory" in url:
+        return None
+    return stack.enter_context(ProcessWriter(url))
+
+
 def _config_dir(settings: Settings) -> Path | None:
     return Path(settings.config_path).parent if settings.config_path else None
 
@@ -207,4 +206,5 @@ __all__ = [
     "open_store",
     "select_chains",
     "summarize",
+    "tune_gc",
 ]

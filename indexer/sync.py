@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from indexer.abi import abi_path, events_of, function_selector, load_abi
 from indexer.config import ChainConfig
@@ -23,7 +23,7 @@ from indexer.prepare import prepare_batch
 from indexer.ranges import LogRangePlanner, prepared_ranges
 from indexer.rpc import RpcClient
 from indexer.sessions import SessionReader
-from indexer.store import Store
+from indexer.store import Batch, Store
 
 # SessionV2 getters that name the other contracts, for addresses the config leaves out.
 ADDRESS_GETTERS = {
@@ -33,10 +33,16 @@ ADDRESS_GETTERS = {
 }
 
 
-# eth_getLogs ranges one step may take (progress is reported between steps).
+# eth_getLogs ranges one step may take when following the head, and during a backfill (whose
+# progress is reported after each committed range).
 RANGES_PER_STEP = 8
+BACKFILL_RANGES_PER_STEP = 64
 # Blocks in the first eth_getLogs range; the planner grows it while answers stay small.
 INITIAL_RANGE = 200
+
+
+class BatchWriter(Protocol):
+    def write_batch(self, batch: Batch) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -87,10 +93,18 @@ class ChainIndexer:
     """Indexes one configured chain into a :class:`Store` through one :class:`RpcClient`."""
 
     def __init__(
-        self, chain: ChainConfig, store: Store, rpc: RpcClient, *, config_dir: Path | None = None
+        self,
+        chain: ChainConfig,
+        store: Store,
+        rpc: RpcClient,
+        *,
+        config_dir: Path | None = None,
+        writer: BatchWriter | None = None,
     ) -> None:
         self.chain = chain
         self.store = store
+        # Where ranges are committed: the store itself (in a thread), or a ProcessWriter.
+        self.writer: BatchWriter = writer or store
         self.rpc = rpc
         self.config_dir = config_dir
         self.chain_id = int(chain.chain_id or 0)
@@ -171,7 +185,16 @@ class ChainIndexer:
         return head, max(-1, head - depth // 2), max(-1, head - depth)
 
     # -- one step --------------------------------------------------------------------------
-    async def step(self, target: int | None = None) -> StepOutcome:
+    async def step(
+        self,
+        target: int | None = None,
+        *,
+        max_ranges: int = RANGES_PER_STEP,
+        on_written: Callable[[int, int], None] | None = None,
+    ) -> StepOutcome:
+        """Index up to ``max_ranges`` eth_getLogs ranges from the cursor towards ``target`` (or
+        the head). ``on_written(block, events)`` follows each committed range: the block it
+        ended at and the events this step has stored so far."""
         head, safe, finalized = await self.tags()
         st = self.store.state(self.chain_id)
         assert st is not None, "setup() first"
@@ -187,7 +210,17 @@ class ChainIndexer:
         total = 0
         parent = st.cursor_hash
         last = start - 1
-        pending: asyncio.Future[int] | None = None
+        pending: tuple[int, asyncio.Future[int]] | None = None  # (its last block, the write)
+
+        async def settle() -> None:
+            nonlocal total, pending
+            if pending is not None:
+                to_block, fut = pending
+                pending = None
+                total += await fut
+                if on_written is not None:
+                    on_written(to_block, total)
+
         try:
             prefetched = prepared_ranges(
                 self.rpc,
@@ -195,28 +228,24 @@ class ChainIndexer:
                 self.registry.addresses,
                 start,
                 end,
-                RANGES_PER_STEP,
+                max_ranges,
                 lambda a, b, logs: prepare_batch(self, a, b, logs, head, safe, finalized),
             )
             async with contextlib.aclosing(prefetched) as ranges:
                 async for a, prepared in ranges:
-                    # The previous range is written in a thread while this one is prepared
-                    # and the next one fetched.
+                    # The previous range is written (in a thread, or the writer process)
+                    # while this one is prepared and the next one fetched.
                     batch = await prepared
-                    if pending is not None:
-                        total += await pending
-                        pending = None
+                    await settle()
                     if batch is None or (parent and batch.from_parent != parent):
                         # The chain moved under us; the next step sorts it out.
                         return Advanced(start, a - 1, total)
-                    pending = asyncio.ensure_future(
-                        asyncio.to_thread(self.store.write_batch, batch)
-                    )
+                    write = asyncio.to_thread(self.writer.write_batch, batch)
+                    pending = (batch.to_block, asyncio.ensure_future(write))
                     parent = batch.to_hash
                     last = batch.to_block
         finally:
-            if pending is not None:
-                total += await pending
+            await settle()
         return Advanced(start, last, total)
 
     # -- reorgs ----------------------------------------------------------------------------
@@ -260,23 +289,29 @@ class ChainIndexer:
         t0 = time.monotonic()
         events = 0
         prog = Progress(self.chain.name, first, target, 0, max(0, target - first), 0, 0.0)
-        while True:
-            out = await self.step(target)
-            if isinstance(out, Advanced):
-                events += out.events
-            st = self.store.state(self.chain_id)
-            assert st is not None
+
+        def report(cursor: int, step_events: int) -> None:
+            nonlocal prog
             prog = Progress(
                 self.chain.name,
-                st.cursor_block,
+                cursor,
                 target,
-                max(0, st.cursor_block - first),
+                max(0, cursor - first),
                 max(0, target - first),
-                events,
+                events + step_events,
                 time.monotonic() - t0,
             )
             if on_progress:
                 on_progress(prog)
+
+        while True:
+            # Many ranges per step: the pipeline (fetch, decode, write) drains between steps.
+            out = await self.step(target, max_ranges=BACKFILL_RANGES_PER_STEP, on_written=report)
+            if isinstance(out, Advanced):
+                events += out.events
+            st = self.store.state(self.chain_id)
+            assert st is not None
+            report(st.cursor_block, 0)
             if isinstance(out, Waiting) or st.cursor_block >= target:
                 if not isinstance(out, Waiting):
                     head, safe, fin = await self.tags()

@@ -1,0 +1,240 @@
+"""The store's write path in a process of its own, beside the sync loop.
+
+Decoding a range and writing the one before it both need the CPU most of the time, and the GIL
+lets only one of them run at once in one process. :class:`ProcessWriter` has the same
+``write_batch(batch) -> int`` as :class:`~indexer.store.Store`, and runs it in a child process
+(``python -m indexer.writer_proc``) with its own engine on the same database, so the two use
+both cores.
+
+Protocol, over the child's stdin and stdout: length-prefixed frames. The first frame is the
+database URL (never on the command line, where other users could read its password). Each
+further frame is one encoded batch (:func:`encode_batch`); the child answers each with
+``("ok", events written)`` or ``("error", pickled exception or None, type name, message)``.
+End of input ends the child. The child asks the kernel to kill it when its parent dies, so a
+writer never outlives the process that holds the chain's writer lock.
+
+The batch goes over as plain tuples in ``marshal`` (about twice as fast as pickling the
+dataclasses); anything ``marshal`` cannot carry falls back to ``pickle``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import marshal
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+from operator import attrgetter
+from typing import IO
+
+from indexer.decode import DecodedEvent, Malformed
+from indexer.errors import IndexerError
+from indexer.project import Keys
+from indexer.store import Batch
+
+_LEN = struct.Struct("<Q")
+_MARSHAL, _PICKLE = b"m", b"p"
+# Every field, in the order the dataclasses take them back positionally.
+_event_tuple = attrgetter(*(f.name for f in dataclasses.fields(DecodedEvent)))
+_malformed_tuple = attrgetter(*(f.name for f in dataclasses.fields(Malformed)))
+# Seconds the child gets to finish its batch and exit after its input closes.
+CLOSE_TIMEOUT = 30.0
+
+
+class WriterFailed(IndexerError):
+    """The writer process died, or failed with an error that could not be carried back."""
+
+
+def encode_batch(b: Batch) -> bytes:
+    rows, keys = b.rows if b.rows is not None else (None, None)
+    plain = (
+        b.chain_id,
+        b.name,
+        b.from_block,
+        b.to_block,
+        b.to_hash,
+        [_event_tuple(e) for e in b.events],
+        [_malformed_tuple(m) for m in b.malformed],
+        b.unknown,
+        b.headers,
+        b.sessions,
+        b.head,
+        b.safe,
+        b.finalized,
+        rows,
+        [tuple(k) for k in keys] if keys is not None else None,
+        b.from_parent,
+    )
+    try:
+        return _MARSHAL + marshal.dumps(plain)
+    except ValueError:  # a value marshal does not know (a date in a snapshot, say)
+        return _PICKLE + pickle.dumps(plain, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_batch(buf: bytes) -> Batch:
+    body = memoryview(buf)[1:]
+    plain = marshal.loads(body) if buf[:1] == _MARSHAL else pickle.loads(body)
+    (cid, name, lo, hi, to_hash, events, malformed, unknown, headers, sessions, head, safe,
+     fin, rows, keys, from_parent) = plain  # fmt: skip
+    return Batch(
+        chain_id=cid,
+        name=name,
+        from_block=lo,
+        to_block=hi,
+        to_hash=to_hash,
+        events=[DecodedEvent(*t) for t in events],
+        malformed=[Malformed(*t) for t in malformed],
+        unknown=unknown,
+        headers=headers,
+        sessions=sessions,
+        head=head,
+        safe=safe,
+        finalized=fin,
+        rows=(rows, [Keys(*k) for k in keys]) if rows is not None and keys is not None else None,
+        from_parent=from_parent,
+    )
+
+
+def _send(f: IO[bytes], payload: bytes) -> None:
+    f.write(_LEN.pack(len(payload)))
+    f.write(payload)
+    f.flush()
+
+
+def _recv(f: IO[bytes]) -> bytes | None:
+    head = f.read(_LEN.size)
+    if len(head) < _LEN.size:
+        return None
+    (n,) = _LEN.unpack(head)
+    body = f.read(n)
+    if len(body) < n:
+        return None
+    return body
+
+
+class ProcessWriter:
+    """``write_batch`` in a child process; one batch at a time, from one thread at a time."""
+
+    def __init__(self, database_url: str) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "indexer.writer_proc", str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._in: IO[bytes] = self._proc.stdin
+        self._out: IO[bytes] = self._proc.stdout
+        self._lock = threading.Lock()
+        _send(self._in, database_url.encode())
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def write_batch(self, batch: Batch) -> int:
+        """Commit one range in the child; returns the number of new events stored. The
+        child's exception, if it failed, is raised here."""
+        payload = encode_batch(batch)
+        with self._lock:
+            try:
+                _send(self._in, payload)
+                reply = _recv(self._out)
+            except (BrokenPipeError, ValueError):
+                reply = None
+        if reply is None:
+            try:
+                code: int | None = self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                code = None
+            raise WriterFailed(
+                f"the writer process exited (code {code}); its error, if any, "
+                "is printed above. Run the command again: it resumes from the last committed "
+                "block"
+            )
+        status, *rest = marshal.loads(reply)
+        if status == "ok":
+            return int(rest[0])
+        exc_blob, kind, message = rest
+        exc: BaseException | None = None
+        if exc_blob is not None:
+            with contextlib.suppress(Exception):
+                exc = pickle.loads(exc_blob)
+        if isinstance(exc, Exception):
+            raise exc
+        raise WriterFailed(f"the writer process failed: {kind}: {message}")
+
+    def close(self) -> None:
+        """End the child after the batch it is writing, if any; kill it if it hangs."""
+        with contextlib.suppress(OSError):
+            self._in.close()
+        try:
+            self._proc.wait(CLOSE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        with contextlib.suppress(OSError):
+            self._out.close()
+
+    def __enter__(self) -> ProcessWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this process when its parent dies; exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def _reply_error(out: IO[bytes], e: Exception) -> None:
+    blob: bytes | None
+    try:
+        blob = pickle.dumps(e)
+        pickle.loads(blob)  # some exceptions pickle but do not unpickle
+    except Exception:
+        blob = None
+    _send(out, marshal.dumps(("error", blob, type(e).__name__, str(e))))
+
+
+def main() -> None:
+    _die_with_parent(int(sys.argv[1]))
+    # Frames go to the parent over the original stdout; anything printed goes to stderr.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    inp = sys.stdin.buffer
+    first = _recv(inp)
+    if first is None:
+        return
+    from indexer.db import make_engine
+    from indexer.gc_tuning import tune_gc
+    from indexer.store import Store
+
+    tune_gc()
+    store = Store(make_engine(first.decode()))
+    try:
+        while (frame := _recv(inp)) is not None:
+            try:
+                n = store.write_batch(decode_batch(frame))
+            except Exception as e:
+                _reply_error(out, e)
+                continue
+            _send(out, marshal.dumps(("ok", n)))
+    finally:
+        store.engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
