@@ -72,7 +72,7 @@ async def index_once(
             rpc = await stack.enter_async_context(
                 RpcClient(chain.rpc_urls, timeout=chain.rpc_timeout)
             )
-            writer = _writer(stack, settings)
+            writer = _writer(stack, settings, store)
             ix = ChainIndexer(chain, store, rpc, config_dir=_config_dir(settings), writer=writer)
             await ix.setup()
             return await ix.backfill(on_progress)
@@ -107,7 +107,7 @@ async def follow(
                 rpc = await stack.enter_async_context(
                     RpcClient(chain.rpc_urls, timeout=chain.rpc_timeout)
                 )
-            writer = _writer(stack, settings)
+            writer = _writer(stack, settings, store)
             ix = ChainIndexer(chain, store, rpc, config_dir=_config_dir(settings), writer=writer)
             await ix.setup()
             await ix.backfill(on_progress)
@@ -155,13 +155,15 @@ async def follow(
         lock.release()
 
 
-def _writer(stack: contextlib.AsyncExitStack, settings: Settings) -> ProcessWriter | None:
+def _writer(
+    stack: contextlib.AsyncExitStack, settings: Settings, store: Store
+) -> ProcessWriter | None:
     """A writer process for the chain's ranges (closed with ``stack``), or None to write in a
     thread of this process: an in-memory SQLite database is this process's alone."""
     url = settings.database_url
     if is_sqlite(url) and url.split("///", 1)[-1] in ("", ":memory:") or "mode=memory" in url:
         return None
-    return stack.enter_context(ProcessWriter(url))
+    return stack.enter_context(ProcessWriter(url, early=store))
 
 
 def _config_dir(settings: Settings) -> Path | None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from indexer.abi import abi_path, events_of, function_selector, load_abi
 from indexer.config import ChainConfig
@@ -23,7 +23,8 @@ from indexer.prepare import prepare_batch
 from indexer.ranges import LogRangePlanner, prepared_ranges
 from indexer.rpc import RpcClient
 from indexer.sessions import SessionReader
-from indexer.store import Batch, Store
+from indexer.store import Store
+from indexer.writer_proc import BatchWriter
 
 # SessionV2 getters that name the other contracts, for addresses the config leaves out.
 ADDRESS_GETTERS = {
@@ -39,10 +40,6 @@ RANGES_PER_STEP = 8
 BACKFILL_RANGES_PER_STEP = 64
 # Blocks in the first eth_getLogs range; the planner grows it while answers stay small.
 INITIAL_RANGE = 200
-
-
-class BatchWriter(Protocol):
-    def write_batch(self, batch: Batch) -> int: ...
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,13 @@ import dataclasses
 import marshal
 import os
 import pickle
+import select
 import struct
 import subprocess
 import sys
 import threading
 from operator import attrgetter
-from typing import IO
+from typing import IO, NoReturn, Protocol
 
 from indexer.decode import DecodedEvent, Malformed
 from indexer.errors import IndexerError
@@ -38,11 +39,18 @@ from indexer.store import Batch
 
 _LEN = struct.Struct("<Q")
 _MARSHAL, _PICKLE = b"m", b"p"
+READY = b"ready"  # the child's first frame: imports done, engine made
 # Every field, in the order the dataclasses take them back positionally.
 _event_tuple = attrgetter(*(f.name for f in dataclasses.fields(DecodedEvent)))
 _malformed_tuple = attrgetter(*(f.name for f in dataclasses.fields(Malformed)))
 # Seconds the child gets to finish its batch and exit after its input closes.
 CLOSE_TIMEOUT = 30.0
+
+
+class BatchWriter(Protocol):
+    """What commits a prepared range: :class:`~indexer.store.Store` or :class:`ProcessWriter`."""
+
+    def write_batch(self, batch: Batch) -> int: ...
 
 
 class WriterFailed(IndexerError):
@@ -117,9 +125,16 @@ def _recv(f: IO[bytes]) -> bytes | None:
 
 
 class ProcessWriter:
-    """``write_batch`` in a child process; one batch at a time, from one thread at a time."""
+    """``write_batch`` in a child process; one batch at a time, from one thread at a time.
 
-    def __init__(self, database_url: str) -> None:
+    The child takes a few tenths of a second to start (imports, engine). Until it says it is
+    ready, batches go to ``early`` (the caller's own store, in this process) rather than wait:
+    writes never overlap, so the two connections take turns on the database. A short backfill
+    may never use the child; it is then stopped without waiting for it. Create it on the thread
+    that lives as long as it: the child is killed when that thread's process dies (Linux
+    delivers the signal when the creating thread exits)."""
+
+    def __init__(self, database_url: str, early: BatchWriter | None = None) -> None:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "indexer.writer_proc", str(os.getpid())],
             stdin=subprocess.PIPE,
@@ -129,32 +144,47 @@ class ProcessWriter:
         self._in: IO[bytes] = self._proc.stdin
         self._out: IO[bytes] = self._proc.stdout
         self._lock = threading.Lock()
+        self._early = early
+        self._ready = False
         _send(self._in, database_url.encode())
+
+    def _check_ready(self, wait: bool) -> bool:
+        """True once the child has sent its ready frame (waiting for it if ``wait``)."""
+        if not self._ready and (wait or select.select([self._out], [], [], 0)[0]):
+            if _recv(self._out) != READY:
+                self._failed()
+            self._ready = True
+        return self._ready
+
+    def _failed(self) -> NoReturn:
+        try:
+            code: int | None = self._proc.wait(5)
+        except subprocess.TimeoutExpired:
+            code = None
+        raise WriterFailed(
+            f"the writer process exited (code {code}); its error, if any, is printed above. "
+            "Run the command again: it resumes from the last committed block"
+        )
 
     @property
     def pid(self) -> int:
         return self._proc.pid
 
     def write_batch(self, batch: Batch) -> int:
-        """Commit one range in the child; returns the number of new events stored. The
-        child's exception, if it failed, is raised here."""
-        payload = encode_batch(batch)
+        """Commit one range (in the child once it is ready); returns the number of new events
+        stored. The child's exception, if it failed, is raised here."""
         with self._lock:
+            if self._early is not None and not self._check_ready(wait=False):
+                return self._early.write_batch(batch)
+            payload = encode_batch(batch)
             try:
+                self._check_ready(wait=True)
                 _send(self._in, payload)
                 reply = _recv(self._out)
             except (BrokenPipeError, ValueError):
                 reply = None
         if reply is None:
-            try:
-                code: int | None = self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                code = None
-            raise WriterFailed(
-                f"the writer process exited (code {code}); its error, if any, "
-                "is printed above. Run the command again: it resumes from the last committed "
-                "block"
-            )
+            self._failed()
         status, *rest = marshal.loads(reply)
         if status == "ok":
             return int(rest[0])
@@ -168,9 +198,12 @@ class ProcessWriter:
         raise WriterFailed(f"the writer process failed: {kind}: {message}")
 
     def close(self) -> None:
-        """End the child after the batch it is writing, if any; kill it if it hangs."""
+        """End the child after the batch it is writing, if any; kill it if it hangs, or if it
+        has not even started (nothing of ours is in flight then)."""
         with contextlib.suppress(OSError):
             self._in.close()
+        if not self._ready:
+            self._proc.kill()
         try:
             self._proc.wait(CLOSE_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -224,6 +257,7 @@ def main() -> None:
 
     tune_gc()
     store = Store(make_engine(first.decode()))
+    _send(out, READY)
     try:
         while (frame := _recv(inp)) is not None:
             try:

@@ -200,3 +200,40 @@ def test_the_writer_dies_with_its_parent(tmp_path: object) -> None:
         assert not _alive(child)
     finally:
         os.kill(keeper, signal.SIGKILL)
+
+
+class Recording:
+    """The in-process store, noting which batches it wrote."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.blocks: list[int] = []
+
+    def write_batch(self, b: Batch) -> int:
+        self.blocks.append(b.from_block)
+        return self.store.write_batch(b)
+
+
+def test_batches_before_the_child_is_ready_are_written_here(store_url: str) -> None:
+    """The child needs tenths of a second to start: a batch sent at once is written by the
+    caller's own store, the rest by the child once it is ready; one database either way. A
+    writer that never got a batch is stopped at once."""
+    engine = make_engine(store_url)
+    store = Store(engine)
+    store.ensure_state(CHAIN, "t", 0)
+    early = Recording(store)
+    batches = lifecycle()
+    try:
+        with ProcessWriter(store_url, early=early) as w:
+            counts = [w.write_batch(batches[0])]
+            assert early.blocks == [1]
+            assert w._check_ready(wait=True)
+            counts += [w.write_batch(b) for b in batches[1:]]
+        assert early.blocks == [1] and counts == [1, 2, 1, 1, 1]
+        assert check_lifecycle_copies(engine) == 2
+        unused = ProcessWriter(store_url, early=early)
+        t0 = time.monotonic()
+        unused.close()
+        assert time.monotonic() - t0 < 1 and unused._proc.returncode == -signal.SIGKILL
+    finally:
+        engine.dispose()
