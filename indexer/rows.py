@@ -1,15 +1,13 @@
 """Raw event rows, built where there is CPU to spare.
 
 The sync loop builds each range's rows (:func:`event_rows`) on the event loop while the previous
-range is written in the store's thread, so the single writer only inserts. Rows are plain tuples
-in :data:`EVENT_COLUMNS` order; ``args`` and ``topics`` are JSON text exactly as the Core ``JSON``
-type writes it (``json.dumps``, default separators).
+range is written by the writer, so the single writer only inserts. Rows are plain tuples in
+:data:`EVENT_COLUMNS` order; ``args`` and ``topics`` are JSON text
+(:func:`indexer.bulk.json_text`).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 import orjson
@@ -45,21 +43,6 @@ EVENT_COLUMNS = (
 )
 
 
-# What joined hex topics may contain: nothing that JSON would escape.
-_PLAIN_TOPICS = re.compile(r'[0-9a-fA-Fx]*(?:", "[0-9a-fA-Fx]*)*')
-
-
-def topics_json(topics: list[str]) -> str:
-    """``json.dumps`` of a list of ``0x`` hex strings, without its per-call cost. Hex needs no
-    escaping; anything else goes through ``json.dumps``."""
-    if not topics:
-        return "[]"
-    inner = '", "'.join(topics)
-    if _PLAIN_TOPICS.fullmatch(inner) and len(topics) == inner.count('", "') + 1:
-        return '["' + inner + '"]'
-    return json.dumps(topics)
-
-
 def event_rows(
     chain_id: int, events: list[DecodedEvent]
 ) -> tuple[list[tuple[Any, ...]], list[Keys]]:
@@ -83,7 +66,7 @@ def event_rows(
                 e.event,
                 e.topic0,
                 dumps(e.args),
-                topics_json(e.topics),
+                dumps(e.topics),
                 e.data,
                 e.sender,
                 k.session_id,

@@ -14,7 +14,8 @@ End of input ends the child. The child asks the kernel to kill it when its paren
 writer never outlives the process that holds the chain's writer lock.
 
 The batch goes over as plain tuples in ``marshal`` (about twice as fast as pickling the
-dataclasses); anything ``marshal`` cannot carry falls back to ``pickle``.
+dataclasses), each event as its raw event row plus the few fields the row lacks; anything
+``marshal`` cannot carry falls back to ``pickle``.
 """
 
 from __future__ import annotations
@@ -30,18 +31,18 @@ import subprocess
 import sys
 import threading
 from operator import attrgetter
-from typing import IO, NoReturn, Protocol
+from typing import IO, Any, NoReturn, Protocol
 
 from indexer.decode import DecodedEvent, Malformed
 from indexer.errors import IndexerError
 from indexer.project import Keys
+from indexer.rows import EVENT_COLUMNS, event_rows
 from indexer.store import Batch
 
 _LEN = struct.Struct("<Q")
 _MARSHAL, _PICKLE = b"m", b"p"
 READY = b"ready"  # the child's first frame: imports done, engine made
-# Every field, in the order the dataclasses take them back positionally.
-_event_tuple = attrgetter(*(f.name for f in dataclasses.fields(DecodedEvent)))
+# Every field, in the order the dataclass takes them back positionally.
 _malformed_tuple = attrgetter(*(f.name for f in dataclasses.fields(Malformed)))
 # Seconds the child gets to finish its batch and exit after its input closes.
 CLOSE_TIMEOUT = 30.0
@@ -58,14 +59,19 @@ class WriterFailed(IndexerError):
 
 
 def encode_batch(b: Batch) -> bytes:
-    rows, keys = b.rows if b.rows is not None else (None, None)
+    """One batch as bytes. Each event goes as its raw event row (built here if the batch has
+    none) plus what the row holds differently or not at all (:data:`_EXTRA`); the other side
+    rebuilds the events from both."""
+    rows, keys = b.rows if b.rows is not None else event_rows(b.chain_id, b.events)
     plain = (
         b.chain_id,
         b.name,
         b.from_block,
         b.to_block,
         b.to_hash,
-        [_event_tuple(e) for e in b.events],
+        rows,
+        [tuple(k) for k in keys],
+        [_extra(e) for e in b.events],
         [_malformed_tuple(m) for m in b.malformed],
         b.unknown,
         b.headers,
@@ -73,8 +79,6 @@ def encode_batch(b: Batch) -> bytes:
         b.head,
         b.safe,
         b.finalized,
-        rows,
-        [tuple(k) for k in keys] if keys is not None else None,
         b.from_parent,
     )
     try:
@@ -86,15 +90,15 @@ def encode_batch(b: Batch) -> bytes:
 def decode_batch(buf: bytes) -> Batch:
     body = memoryview(buf)[1:]
     plain = marshal.loads(body) if buf[:1] == _MARSHAL else pickle.loads(body)
-    (cid, name, lo, hi, to_hash, events, malformed, unknown, headers, sessions, head, safe,
-     fin, rows, keys, from_parent) = plain  # fmt: skip
+    (cid, name, lo, hi, to_hash, rows, keys, extras, malformed, unknown, headers, sessions,
+     head, safe, fin, from_parent) = plain  # fmt: skip
     return Batch(
         chain_id=cid,
         name=name,
         from_block=lo,
         to_block=hi,
         to_hash=to_hash,
-        events=[DecodedEvent(*t) for t in events],
+        events=[_event(r, x) for r, x in zip(rows, extras, strict=True)],
         malformed=[Malformed(*t) for t in malformed],
         unknown=unknown,
         headers=headers,
@@ -102,9 +106,26 @@ def decode_batch(buf: bytes) -> Batch:
         head=head,
         safe=safe,
         finalized=fin,
-        rows=(rows, [Keys(*k) for k in keys]) if rows is not None and keys is not None else None,
+        rows=(rows, [Keys._make(k) for k in keys]),
         from_parent=from_parent,
     )
+
+
+# Event fields the raw event row does not hold as they are (JSON text there, or absent).
+_EXTRA = ("block_time", "args", "topics", "session_hint")
+_extra = attrgetter(*_EXTRA)
+_R = {c: i for i, c in enumerate(EVENT_COLUMNS)}
+(_BN, _BH, _TX, _TXI, _LI, _AD, _CO, _EV, _T0, _DA, _SE) = (
+    _R[c] for c in ("block_number", "block_hash", "tx_hash", "tx_index", "log_index",
+                    "address", "contract", "event", "topic0", "data", "sender")
+)  # fmt: skip
+
+
+def _event(r: tuple[Any, ...], x: tuple[Any, ...]) -> DecodedEvent:
+    return DecodedEvent(
+        r[_BN], r[_BH], x[0], r[_TX], r[_TXI], r[_LI], r[_AD], r[_CO], r[_EV], r[_T0], x[1],
+        x[2], r[_DA], x[3], r[_SE],
+    )  # fmt: skip
 
 
 def _send(f: IO[bytes], payload: bytes) -> None:
