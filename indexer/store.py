@@ -66,6 +66,8 @@ class Batch:
     # off the writer's thread); computed by ``write_batch`` otherwise.
     rows: tuple[list[tuple[Any, ...]], list[Keys]] | None = None
     from_parent: str | None = None  # parent hash of ``from_block``, for the caller's checks
+    # The batch encoded for a writer process ahead of its turn (ProcessWriter.stage).
+    wire: bytes | None = field(default=None, repr=False, compare=False)
 
 
 class Store:

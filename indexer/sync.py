@@ -24,7 +24,7 @@ from indexer.ranges import LogRangePlanner, prepared_ranges
 from indexer.rpc import RpcClient
 from indexer.sessions import SessionReader
 from indexer.store import Store
-from indexer.writer_proc import BatchWriter
+from indexer.writer_proc import BatchWriter, ProcessWriter
 
 # SessionV2 getters that name the other contracts, for addresses the config leaves out.
 ADDRESS_GETTERS = {
@@ -233,6 +233,8 @@ class ChainIndexer:
                     # The previous range is written (in a thread, or the writer process)
                     # while this one is prepared and the next one fetched.
                     batch = await prepared
+                    if batch is not None and isinstance(self.writer, ProcessWriter):
+                        self.writer.stage(batch)
                     await settle()
                     if batch is None or (parent and batch.from_parent != parent):
                         # The chain moved under us; the next step sorts it out.

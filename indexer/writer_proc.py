@@ -191,13 +191,21 @@ class ProcessWriter:
     def pid(self) -> int:
         return self._proc.pid
 
+    def stage(self, batch: Batch) -> None:
+        """Encode ``batch`` now, while the child may still be writing the one before it, so
+        that its turn starts without the child waiting (when the child is ready to take it)."""
+        # No lock: the writing thread may hold it for the batch before. Once the child has
+        # been seen ready it stays so; until then a batch may still go to ``early``.
+        if self._ready or self._early is None:
+            batch.wire = encode_batch(batch)
+
     def write_batch(self, batch: Batch) -> int:
         """Commit one range (in the child once it is ready); returns the number of new events
         stored. The child's exception, if it failed, is raised here."""
         with self._lock:
             if self._early is not None and not self._check_ready(wait=False):
                 return self._early.write_batch(batch)
-            payload = encode_batch(batch)
+            payload, batch.wire = batch.wire or encode_batch(batch), None
             try:
                 self._check_ready(wait=True)
                 _send(self._in, payload)

@@ -237,3 +237,52 @@ def test_depth_finality_when_tags_are_not_used(anvil: Anvil, tmp_path: Path) -> 
         assert fin[head] == "latest" and fin[head - 5] == "safe" and fin[head - 10] == "finalized"
     finally:
         store.engine.dispose()
+
+
+def test_step_actors_from_receipts_and_from_transactions(anvil: Anvil, tmp_path: Path) -> None:
+    """The sender behind a step that names no actor: read from the receipt of a transaction
+    that left few logs, from the transaction itself when it left many (a receipt carries them
+    all). Either way the actor is the transaction's sender."""
+    import asyncio
+
+    from indexer.prepare import RECEIPT_MAX_LOGS
+    from indexer.rpc import RpcClient
+    from indexer.sync import ChainIndexer
+
+    with Chain(anvil.url) as chain:
+        accounts = chain.accounts()
+        client, router = accounts[1], accounts[2]
+        address, _ = chain.deploy(accounts[0], "BulkEmitter")
+        chain.transact(client, address, "BulkEmitter", "emitTaskSubmitted", 7, 1, 3, "ref")
+        many = chain.transact(router, address, "BulkEmitter", "emitTaskLifecycles", 7, 1, 3,
+                              accounts[3], 10**18)
+    assert len(many.logs) > RECEIPT_MAX_LOGS >= 3
+    # BulkEmitter emits under the real signatures of these contracts.
+    contracts = {n: {"address": address}
+                 for n in ("SessionV2", "SessionQueueV2", "SessionPayment", "NodePool")}
+    settings = devnet_settings(anvil.url, {"SessionV2": address, "CognitiveV1": address},
+                               f"sqlite:///{tmp_path}/a.db", contracts=contracts)
+    store = open_store(settings)
+
+    async def run() -> dict[str, int]:
+        c = settings.chains[0]
+        async with RpcClient(c.rpc_urls, timeout=c.rpc_timeout) as rpc:
+            ix = ChainIndexer(c, store, rpc)
+            await ix.setup()
+            await ix.backfill()
+            return rpc.stats().requests
+
+    try:
+        requests = asyncio.run(run())
+        with store.engine.connect() as conn:
+            actors = {(t, s): a for t, s, a in conn.execute(sa.text(
+                "SELECT task_id, step, actor FROM task_step"))}
+    finally:
+        store.engine.dispose()
+    assert requests.get("eth_getTransactionReceipt") == 1  # the submissions
+    assert requests.get("eth_getTransactionByHash") == 1  # the lifecycle batch
+    for task in (1, 2, 3):
+        assert actors[task, "submitted"] == client.lower()
+        for s in ("queued", "assigned", "ended"):
+            assert actors[task, s] == router.lower()
+        assert actors[task, "acked"] == accounts[3].lower()  # named by the event
