@@ -3,6 +3,7 @@ errors back with their type, and never outlives its parent (both backends, real 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -145,6 +146,24 @@ def test_an_error_in_the_child_comes_back_with_its_type(store_url: str) -> None:
         engine.dispose()
 
 
+def test_signals_for_the_indexer_do_not_cut_a_write_short(tmp_path: object) -> None:
+    """Ctrl-C reaches the whole process group: the writer ignores SIGINT and SIGTERM and goes
+    on until its parent closes its input."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    from indexer.db import ensure_schema
+
+    engine = make_engine(url)
+    ensure_schema(url, engine)
+    Store(engine).ensure_state(CHAIN, "t", 0)
+    engine.dispose()
+    with ProcessWriter(url) as w:
+        assert w.write_batch(lifecycle()[0]) == 1
+        os.kill(w.pid, signal.SIGINT)
+        os.kill(w.pid, signal.SIGTERM)
+        assert w.write_batch(lifecycle()[1]) == 2
+    assert w._proc.returncode == 0
+
+
 def test_a_dead_writer_is_a_clear_error(tmp_path: object) -> None:
     """A real fault: the child is killed with SIGKILL before the next batch."""
     url = f"sqlite:///{tmp_path}/w.db"
@@ -243,3 +262,30 @@ def test_batches_before_the_child_is_ready_are_written_here(store_url: str) -> N
         assert time.monotonic() - t0 < 1 and unused._proc.returncode == -signal.SIGKILL
     finally:
         engine.dispose()
+
+
+def test_sqlite_pages_reach_the_database_file_while_writing(tmp_path: object) -> None:
+    """The child's commits leave their pages in the WAL; its checkpoint thread copies them into
+    the database file as it goes (not only when the last connection closes). The file is read
+    on its own, WAL ignored."""
+    import sqlite3
+
+    from indexer.db import ensure_schema
+
+    path = f"{tmp_path}/c.db"
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    ensure_schema(url, engine)
+    Store(engine).ensure_state(CHAIN, "t", 0)
+    engine.dispose()
+
+    def in_file() -> int:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as c:
+            return int(c.execute("SELECT count(*) FROM event").fetchone()[0])
+
+    with ProcessWriter(url) as w:
+        written = sum(w.write_batch(b) for b in lifecycle())
+        deadline = time.monotonic() + 10
+        while in_file() < written and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert in_file() == written == 6
