@@ -146,16 +146,22 @@ def test_an_error_in_the_child_comes_back_with_its_type(store_url: str) -> None:
         engine.dispose()
 
 
-def test_signals_for_the_indexer_do_not_cut_a_write_short(tmp_path: object) -> None:
-    """Ctrl-C reaches the whole process group: the writer ignores SIGINT and SIGTERM and goes
-    on until its parent closes its input."""
-    url = f"sqlite:///{tmp_path}/s.db"
+def fresh_sqlite(tmp_path: object, name: str) -> str:
+    """A new SQLite database at the newest schema with the chain's state row."""
     from indexer.db import ensure_schema
 
+    url = f"sqlite:///{tmp_path}/{name}"
     engine = make_engine(url)
     ensure_schema(url, engine)
     Store(engine).ensure_state(CHAIN, "t", 0)
     engine.dispose()
+    return url
+
+
+def test_signals_for_the_indexer_do_not_cut_a_write_short(tmp_path: object) -> None:
+    """Ctrl-C reaches the whole process group: the writer ignores SIGINT and SIGTERM and goes
+    on until its parent closes its input."""
+    url = fresh_sqlite(tmp_path, "s.db")
     with ProcessWriter(url) as w:
         assert w.write_batch(lifecycle()[0]) == 1
         os.kill(w.pid, signal.SIGINT)
@@ -166,13 +172,7 @@ def test_signals_for_the_indexer_do_not_cut_a_write_short(tmp_path: object) -> N
 
 def test_a_dead_writer_is_a_clear_error(tmp_path: object) -> None:
     """A real fault: the child is killed with SIGKILL before the next batch."""
-    url = f"sqlite:///{tmp_path}/w.db"
-    from indexer.db import ensure_schema
-
-    engine = make_engine(url)
-    ensure_schema(url, engine)
-    Store(engine).ensure_state(CHAIN, "t", 0)
-    engine.dispose()
+    url = fresh_sqlite(tmp_path, "w.db")
     with ProcessWriter(url) as w:
         assert w.write_batch(lifecycle()[0]) == 1
         os.kill(w.pid, signal.SIGKILL)
@@ -270,14 +270,8 @@ def test_sqlite_pages_reach_the_database_file_while_writing(tmp_path: object) ->
     on its own, WAL ignored."""
     import sqlite3
 
-    from indexer.db import ensure_schema
-
-    path = f"{tmp_path}/c.db"
-    url = f"sqlite:///{path}"
-    engine = make_engine(url)
-    ensure_schema(url, engine)
-    Store(engine).ensure_state(CHAIN, "t", 0)
-    engine.dispose()
+    url = fresh_sqlite(tmp_path, "c.db")
+    path = url.split("///", 1)[1]
 
     def in_file() -> int:
         with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as c:
