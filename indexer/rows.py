@@ -8,6 +8,7 @@ range is written by the writer, so the single writer only inserts. Rows are plai
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -77,32 +78,35 @@ def event_rows(
     return rows, keys
 
 
-def _by_step(r: Row) -> str:
-    return str(r["step"])
-
-
-def _by_miner(r: Row) -> str:
-    return str(r["miner"])
+_step_values = itemgetter(*LIFECYCLE_STEP_COLS)
+_miner_values = itemgetter(*LIFECYCLE_MINER_COLS)
 
 
 def lifecycle_rows(tasks: list[Row], steps: list[Row], miners: list[Row]) -> list[Row]:
     """``tasks`` with ``steps_json`` and ``miners_json`` set from ``steps`` and ``miners``,
     which hold every task_step and task_miner row of those tasks (the projector loaded them
-    all; each JSON is rebuilt whole). Key order follows the lifecycle's column lists."""
-    by_task: dict[tuple[int, int], tuple[list[Row], list[Row]]] = {
+    all; each JSON is rebuilt whole). Key order follows the lifecycle's column lists; entries
+    are sorted by step and by miner, so the same rows give the same text whatever order they
+    came in."""
+    by_task: dict[tuple[int, int], tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]] = {
         (t["session_id"], t["task_id"]): ([], []) for t in tasks
     }
     for r in steps:
-        by_task[r["session_id"], r["task_id"]][0].append({c: r.get(c) for c in LIFECYCLE_STEP_COLS})
+        by_task[r["session_id"], r["task_id"]][0].append(_step_values(r))
     for r in miners:
-        by_task[r["session_id"], r["task_id"]][1].append(
-            {c: r.get(c) for c in LIFECYCLE_MINER_COLS}
-        )
-    for t in tasks:  # sorted: the same rows give the same text, whatever order they came in
+        by_task[r["session_id"], r["task_id"]][1].append(_miner_values(r))
+    step_cols, miner_cols = LIFECYCLE_STEP_COLS, LIFECYCLE_MINER_COLS
+    for t in tasks:  # each entry's first value is its step (its miner): the sort key
         s, m = by_task[t["session_id"], t["task_id"]]
-        t["steps_json"] = orjson.dumps(sorted(s, key=_by_step)).decode()
-        t["miners_json"] = orjson.dumps(sorted(m, key=_by_miner)).decode()
+        s.sort(key=_first)
+        m.sort(key=_first)
+        t["steps_json"] = orjson.dumps([dict(zip(step_cols, v, strict=True)) for v in s]).decode()
+        t["miners_json"] = orjson.dumps([dict(zip(miner_cols, v, strict=True)) for v in m]).decode()
     return tasks
+
+
+def _first(v: tuple[Any, ...]) -> Any:
+    return v[0]
 
 
 def payments_json(*groups: list[Row]) -> str:
