@@ -6,6 +6,7 @@ The store loads the current rows of every key a range touches (:func:`load_for`)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -106,15 +107,10 @@ def _rows_of_pairs(
     row-value IN list of thousands of pairs took most of a backfill's time. SQLite joins the
     pairs as one JSON parameter, first (CROSS JOIN fixes the order): its plan for an IN list
     scanned the chain's whole table, and building the statement cost more than running it."""
-    names = list(cols or [c.name for c in tbl.columns])
+    names = tuple(cols or [c.name for c in tbl.columns])
     if dialect == "sqlite":
-        sql = (
-            f"SELECT {', '.join(f't.{c}' for c in names)} FROM json_each(?) AS k "
-            f"CROSS JOIN {tbl.name} AS t ON t.chain_id = ? "
-            "AND t.session_id = json_extract(k.value, '$[0]') "
-            "AND t.task_id = json_extract(k.value, '$[1]')"
-        )
-        return conn.exec_driver_sql(sql, (orjson.dumps(list(pairs)).decode(), cid)).mappings()
+        pairs_json = orjson.dumps(list(pairs)).decode()
+        return conn.execute(_sqlite_pairs(tbl, names), {"pairs": pairs_json, "cid": cid}).mappings()
     if dialect == "postgresql":
         sql = (
             f"SELECT {', '.join(f't.{c}' for c in names)} FROM {tbl.name} AS t "
@@ -126,6 +122,19 @@ def _rows_of_pairs(
     pair = sa.tuple_(tbl.c.session_id, tbl.c.task_id)
     q = sa.select(*(tbl.c[c] for c in names)).where(tbl.c.chain_id == cid, pair.in_(pairs))
     return conn.execute(q).mappings()
+
+
+@functools.cache
+def _sqlite_pairs(tbl: sa.Table, names: tuple[str, ...]) -> sa.TextualSelect:
+    """The SQLite lookup by pairs, typed by the table's columns so that JSON columns read back
+    as values, as through any other select."""
+    sql = (
+        f"SELECT {', '.join(f't.{c}' for c in names)} FROM json_each(:pairs) AS k "
+        f"CROSS JOIN {tbl.name} AS t ON t.chain_id = :cid "
+        "AND t.session_id = json_extract(k.value, '$[0]') "
+        "AND t.task_id = json_extract(k.value, '$[1]')"
+    )
+    return sa.text(sql).columns(*(tbl.c[c] for c in names))
 
 
 def session_facts(conn: sa.Connection, proj: Projector) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 
 from indexer.db import make_engine
 from indexer.decode import DecodedEvent, Malformed
+from indexer.models import Task, table
 from indexer.project import Keys
 from indexer.rows import event_rows
 from indexer.store import Batch, Store
@@ -124,6 +126,14 @@ def test_the_writer_process_writes_what_the_store_writes(store_url: str) -> None
         assert counts == direct_counts == [1, 2, 1, 1, 1]
         assert drop_volatile(dump(store_url)) == drop_volatile(direct)
         assert check_lifecycle_copies(engine) == 2
+        # Loaded back for the later batches and written again, JSON columns stay values.
+        t = table(Task)
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(t.c.miners).where(t.c.task_id == 1)).scalar_one() \
+                == [MINER]
+            raw = conn.execute(sa.text("SELECT miners FROM task WHERE task_id = 1")).scalar_one()
+        # PostgreSQL's driver reads JSON as values, SQLite's as text: never as doubly encoded.
+        assert (raw if store_url.startswith("postgresql") else json.loads(raw)) == [MINER]
     finally:
         engine.dispose()
 
