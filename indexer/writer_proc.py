@@ -6,12 +6,14 @@ lets only one of them run at once in one process. :class:`ProcessWriter` has the
 (``python -m indexer.writer_proc``) with its own engine on the same database, so the two use
 both cores.
 
-Protocol, over the child's stdin and stdout: length-prefixed frames. The first frame is the
-database URL (never on the command line, where other users could read its password). Each
-further frame is one encoded batch (:func:`encode_batch`); the child answers each with
+Protocol, over the child's stdin and stdout (pipes between two processes of ours): length-prefixed
+frames. The first frame is the database URL (never on the command line, where other users could
+read its password); the child answers :data:`READY` once it has imported and made its engine.
+Each further frame is one encoded batch (:func:`encode_batch`); the child answers each with
 ``("ok", events written)`` or ``("error", pickled exception or None, type name, message)``.
 End of input ends the child. The child asks the kernel to kill it when its parent dies, so a
-writer never outlives the process that holds the chain's writer lock.
+writer never outlives the process that holds the chain's writer lock. On SQLite the child's
+commits leave checkpointing (copying WAL pages into the database file) to a thread of its own.
 
 The batch goes over as plain tuples in ``marshal`` (about twice as fast as pickling the
 dataclasses), each event as its raw event row plus the few fields the row lacks; anything
