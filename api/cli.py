@@ -92,9 +92,12 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     """Index the configured chains: backfill, then follow the head (one writer per chain)."""
-    from indexer.runner import follow, index_once, open_store, select_chains, summarize, tune_gc
+    from indexer.writer_start import prestart
 
     s = settings_or_exit(config)
+    prestart(s.database_url)  # the writer process imports while this one does
+    from indexer.runner import follow, index_once, open_store, select_chains, summarize, tune_gc
+
     tune_gc()
     try:
         chains = select_chains(s, chain)

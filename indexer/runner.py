@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.config import ChainConfig, Settings
-from indexer.db import ensure_schema, is_sqlite, make_engine
+from indexer.db import ensure_schema, make_engine
 from indexer.errors import IndexerError, RetryableError, RpcError
 from indexer.gc_tuning import tune_gc
 from indexer.lock import WriterLock
@@ -17,6 +17,7 @@ from indexer.rpc import RpcClient
 from indexer.store import Store
 from indexer.sync import ChainIndexer, Progress, Reorged, Waiting
 from indexer.writer_proc import ProcessWriter
+from indexer.writer_start import in_process_only
 
 Say = Callable[[str], None]
 # Steps one scheduler tick may take before yielding to the next tick.
@@ -160,10 +161,9 @@ def _writer(
 ) -> ProcessWriter | None:
     """A writer process for the chain's ranges (closed with ``stack``), or None to write in a
     thread of this process: an in-memory SQLite database is this process's alone."""
-    url = settings.database_url
-    if is_sqlite(url) and url.split("///", 1)[-1] in ("", ":memory:") or "mode=memory" in url:
+    if in_process_only(settings.database_url):
         return None
-    return stack.enter_context(ProcessWriter(url, early=store))
+    return stack.enter_context(ProcessWriter(settings.database_url, early=store))
 
 
 def _config_dir(settings: Settings) -> Path | None:

@@ -41,6 +41,7 @@ from indexer.errors import IndexerError
 from indexer.project import Keys
 from indexer.rows import EVENT_COLUMNS, event_rows
 from indexer.store import Batch
+from indexer.writer_start import start_writer, take_prestarted
 
 _LEN = struct.Struct("<Q")
 _MARSHAL, _PICKLE = b"m", b"p"
@@ -159,11 +160,7 @@ class ProcessWriter:
     delivers the signal when the creating thread exits)."""
 
     def __init__(self, database_url: str, early: BatchWriter | None = None) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "indexer.writer_proc", str(os.getpid())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
+        self._proc = take_prestarted() or start_writer()
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._in: IO[bytes] = self._proc.stdin
         self._out: IO[bytes] = self._proc.stdout

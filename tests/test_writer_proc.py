@@ -293,3 +293,24 @@ def test_sqlite_pages_reach_the_database_file_while_writing(tmp_path: object) ->
         while in_file() < written and time.monotonic() < deadline:
             time.sleep(0.02)
         assert in_file() == written == 6
+
+
+def test_a_prestarted_writer_is_adopted(tmp_path: object) -> None:
+    """`corlens index` starts the writer process before loading the indexer; the next
+    ProcessWriter takes that one rather than starting another. An in-memory database gets
+    none: no other process could reach it."""
+    from indexer import writer_start
+
+    assert writer_start.in_process_only("sqlite://")
+    assert writer_start.in_process_only("sqlite:///:memory:")
+    assert writer_start.in_process_only("sqlite:///file:x?mode=memory&cache=shared")
+    assert not writer_start.in_process_only(f"sqlite:///{tmp_path}/a.db")
+    assert not writer_start.in_process_only("postgresql+psycopg://u@h/db")
+    writer_start.prestart("sqlite://")
+    assert writer_start.take_prestarted() is None
+    url = fresh_sqlite(tmp_path, "a.db")
+    writer_start.prestart(url)
+    prestarted = writer_start._prestarted[0].pid
+    with ProcessWriter(url) as w:
+        assert w.pid == prestarted and writer_start.take_prestarted() is None
+        assert w.write_batch(lifecycle()[0]) == 1

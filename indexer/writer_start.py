@@ -1,0 +1,42 @@
+"""Starting the writer process (:mod:`indexer.writer_proc`) ahead of need.
+
+Light on purpose (no database imports): ``corlens index`` starts the child before loading the
+rest of the indexer, so that the child's imports run beside its own and the child is ready
+when the first range is. The next :class:`~indexer.writer_proc.ProcessWriter` adopts it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+_prestarted: list[subprocess.Popen[bytes]] = []
+
+
+def in_process_only(database_url: str) -> bool:
+    """An in-memory SQLite database is this process's alone: no writer process can reach it."""
+    if not database_url.startswith("sqlite"):
+        return False
+    path = database_url.split("://", 1)[-1].split("?", 1)[0]  # sqlite:// is in memory too
+    return path in ("", "/:memory:") or "mode=memory" in database_url
+
+
+def start_writer() -> subprocess.Popen[bytes]:
+    """A new writer process, waiting for its database URL on its input."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "indexer.writer_proc", str(os.getpid())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+
+
+def prestart(database_url: str) -> None:
+    """Start a writer process now for the next ProcessWriter (none for an in-memory
+    database). Unadopted, it ends when this process does (its input closes)."""
+    if not in_process_only(database_url) and not _prestarted:
+        _prestarted.append(start_writer())
+
+
+def take_prestarted() -> subprocess.Popen[bytes] | None:
+    return _prestarted.pop() if _prestarted else None
