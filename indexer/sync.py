@@ -291,6 +291,8 @@ class ChainIndexer:
 
         def report(cursor: int, step_events: int) -> None:
             nonlocal prog
+            if prog.elapsed and (prog.cursor, prog.events) == (cursor, events + step_events):
+                return  # said already (the step's last range, then the step's end)
             prog = Progress(
                 self.chain.name,
                 cursor,

@@ -286,3 +286,39 @@ def test_step_actors_from_receipts_and_from_transactions(anvil: Anvil, tmp_path:
         for s in ("queued", "assigned", "ended"):
             assert actors[task, s] == router.lower()
         assert actors[task, "acked"] == accounts[3].lower()  # named by the event
+
+
+def test_backfill_reports_progress_after_each_committed_range(anvil: Anvil, tmp_path: Path
+                                                              ) -> None:
+    """One pipeline over many ranges: progress after each committed range, blocks and events
+    growing, each state said once, ending at the head with every event counted."""
+    import asyncio
+
+    from indexer.rpc import RpcClient
+    from indexer.sync import ChainIndexer, Progress
+
+    dep, _ = scenario(anvil.url)
+    settings = devnet_settings(anvil.url, dep.addresses, f"sqlite:///{tmp_path}/p.db",
+                               start_block=dep.start_block, max_block_range=10)
+    store = open_store(settings)
+    seen: list[Progress] = []
+
+    async def run() -> Progress:
+        c = settings.chains[0]
+        async with RpcClient(c.rpc_urls, timeout=c.rpc_timeout) as rpc:
+            ix = ChainIndexer(c, store, rpc)
+            await ix.setup()
+            return await ix.backfill(seen.append)
+
+    try:
+        final = asyncio.run(run())
+        with store.engine.connect() as conn:
+            stored = conn.execute(sa.text("SELECT count(*) FROM event")).scalar_one()
+    finally:
+        store.engine.dispose()
+    head = int(anvil.rpc("eth_blockNumber"), 16)
+    assert len(seen) > (head - dep.start_block) // 10 > 2  # one per range of 10 blocks
+    states = [(p.cursor, p.events) for p in seen]
+    assert len(set(states)) == len(states)
+    assert all(a[0] < b[0] and a[1] <= b[1] for a, b in zip(states, states[1:], strict=False))
+    assert states[-1] == (head, stored) and final.cursor == head and final.eta_s == 0
