@@ -95,7 +95,8 @@ async def prepare_batch(
 # 100,000-event backfill, half as much as the indexer's own work), and providers price receipts
 # no higher. A receipt carries every log of its transaction, so one with more logs (a router's
 # batch of steps) is read as the transaction instead: at 16 logs, receipts of 14 logs each
-# raised the backfill's peak memory by 100 MB for no gain in time.
+# raised the backfill's peak memory by 100 MB for no gain in time. Only our logs are counted: a
+# transaction with few of ours among many logs of other contracts still sends its whole receipt.
 RECEIPT_MAX_LOGS = 8
 
 

@@ -37,7 +37,7 @@ from operator import attrgetter
 from typing import IO, Any, NoReturn, Protocol
 
 from indexer.decode import DecodedEvent, Malformed
-from indexer.errors import IndexerError
+from indexer.errors import RetryableError
 from indexer.project import Keys
 from indexer.rows import EVENT_COLUMNS, event_rows
 from indexer.store import Batch
@@ -58,8 +58,9 @@ class BatchWriter(Protocol):
     def write_batch(self, batch: Batch) -> int: ...
 
 
-class WriterFailed(IndexerError):
-    """The writer process died, or failed with an error that could not be carried back."""
+class WriterFailed(RetryableError):
+    """The writer process died, or failed with an error that could not be carried back. The
+    next batch starts a new writer process: following the head, the next tick goes on."""
 
 
 def encode_batch(b: Batch) -> bytes:
@@ -155,23 +156,35 @@ class ProcessWriter:
     The child takes a few tenths of a second to start (imports, engine). Until it says it is
     ready, batches go to ``early`` (the caller's own store, in this process) rather than wait:
     writes never overlap, so the two connections take turns on the database. A short backfill
-    may never use the child; it is then stopped without waiting for it. Create it on the thread
+    may never use the child; it is then stopped without waiting for it. A child found dead is
+    replaced at the next batch (the batch it died on raised :class:`WriterFailed`, its
+    transaction rolled back). Create it on the thread
     that lives as long as it: the child is killed when that thread's process dies (Linux
     delivers the signal when the creating thread exits)."""
 
     def __init__(self, database_url: str, early: BatchWriter | None = None) -> None:
-        self._proc = take_prestarted() or start_writer()
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._in: IO[bytes] = self._proc.stdin
-        self._out: IO[bytes] = self._proc.stdout
-        self._lock = threading.Lock()
+        self._url = database_url
         self._early = early
+        self._lock = threading.Lock()
+        self._start(take_prestarted() or start_writer())
+
+    def _start(self, proc: subprocess.Popen[bytes]) -> None:
+        self._proc = proc
+        assert proc.stdin is not None and proc.stdout is not None
+        self._in: IO[bytes] = proc.stdin
+        self._out: IO[bytes] = proc.stdout
+        self._poll = select.poll()  # not select(): that fails on descriptors from 1024 up
+        self._poll.register(self._out.fileno(), select.POLLIN)
         self._ready = False
-        _send(self._in, database_url.encode())
+        try:
+            _send(self._in, self._url.encode())
+        except OSError:  # it died at once
+            self._close_proc()
+            self._failed()
 
     def _check_ready(self, wait: bool) -> bool:
         """True once the child has sent its ready frame (waiting for it if ``wait``)."""
-        if not self._ready and (wait or select.select([self._out], [], [], 0)[0]):
+        if not self._ready and (wait or self._poll.poll(0)):
             if _recv(self._out) != READY:
                 self._failed()
             self._ready = True
@@ -184,7 +197,8 @@ class ProcessWriter:
             code = None
         raise WriterFailed(
             f"the writer process exited (code {code}); its error, if any, is printed above. "
-            "Run the command again: it resumes from the last committed block"
+            "The next batch starts a new one; a stopped run resumes from the last committed "
+            "block when started again"
         )
 
     @property
@@ -203,6 +217,9 @@ class ProcessWriter:
         """Commit one range (in the child once it is ready); returns the number of new events
         stored. The child's exception, if it failed, is raised here."""
         with self._lock:
+            if self._proc.poll() is not None:  # died since the last batch: a new one
+                self._close_proc()
+                self._start(start_writer())
             if self._early is not None and not self._check_ready(wait=False):
                 return self._early.write_batch(batch)
             payload, batch.wire = batch.wire or encode_batch(batch), None
@@ -233,6 +250,11 @@ class ProcessWriter:
             self._in.close()
         if not self._ready:
             self._proc.kill()
+        self._close_proc()
+
+    def _close_proc(self) -> None:
+        with contextlib.suppress(OSError):
+            self._in.close()
         try:
             self._proc.wait(CLOSE_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -327,7 +349,10 @@ class _Checkpointer:
     def __init__(self, url: str) -> None:
         import sqlite3
 
-        self._conn = sqlite3.connect(url.split("///", 1)[-1], check_same_thread=False)
+        from sqlalchemy.engine import make_url
+
+        database = make_url(url).database or ""  # without the URL's query string
+        self._conn = sqlite3.connect(database, check_same_thread=False)
         self._wake = threading.Event()
         self._done = False
         self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)

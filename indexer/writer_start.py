@@ -19,15 +19,20 @@ def in_process_only(database_url: str) -> bool:
     if not database_url.startswith("sqlite"):
         return False
     path = database_url.split("://", 1)[-1].split("?", 1)[0]  # sqlite:// is in memory too
-    return path in ("", "/:memory:") or "mode=memory" in database_url
+    return path == "" or ":memory:" in path or "mode=memory" in database_url
 
 
 def start_writer() -> subprocess.Popen[bytes]:
-    """A new writer process, waiting for its database URL on its input."""
+    """A new writer process, waiting for its database URL on its input.
+
+    ``-P``: the working directory is not put on the child's import path, so an ``indexer``
+    directory where corlens runs can neither shadow the package nor see the URL. Its own
+    process group: Ctrl-C at a terminal reaches the parent only, which ends the child."""
     return subprocess.Popen(
-        [sys.executable, "-m", "indexer.writer_proc", str(os.getpid())],
+        [sys.executable, "-P", "-m", "indexer.writer_proc", str(os.getpid())],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        process_group=0,
     )
 
 

@@ -290,12 +290,14 @@ def test_step_actors_from_receipts_and_from_transactions(anvil: Anvil, tmp_path:
 
 def test_backfill_reports_progress_after_each_committed_range(anvil: Anvil, tmp_path: Path
                                                               ) -> None:
-    """One pipeline over many ranges: progress after each committed range, blocks and events
-    growing, each state said once, ending at the head with every event counted."""
+    """One pipeline over many ranges, written by the writer process (batches staged ahead of
+    their turn): progress after each committed range, blocks and events growing, each state
+    said once, ending at the head with every event counted and the rows as a fresh index."""
     import asyncio
 
     from indexer.rpc import RpcClient
     from indexer.sync import ChainIndexer, Progress
+    from indexer.writer_proc import ProcessWriter
 
     dep, _ = scenario(anvil.url)
     settings = devnet_settings(anvil.url, dep.addresses, f"sqlite:///{tmp_path}/p.db",
@@ -306,14 +308,17 @@ def test_backfill_reports_progress_after_each_committed_range(anvil: Anvil, tmp_
     async def run() -> Progress:
         c = settings.chains[0]
         async with RpcClient(c.rpc_urls, timeout=c.rpc_timeout) as rpc:
-            ix = ChainIndexer(c, store, rpc)
-            await ix.setup()
-            return await ix.backfill(seen.append)
+            with ProcessWriter(settings.database_url, early=store) as writer:
+                ix = ChainIndexer(c, store, rpc, writer=writer)
+                await ix.setup()
+                return await ix.backfill(seen.append)
 
     try:
         final = asyncio.run(run())
         with store.engine.connect() as conn:
             stored = conn.execute(sa.text("SELECT count(*) FROM event")).scalar_one()
+        assert check_lifecycle_copies(store.engine) > 0
+        assert dump(store.engine) == fresh_dump(anvil.url, dep, tmp_path, "fresh")
     finally:
         store.engine.dispose()
     head = int(anvil.rpc("eth_blockNumber"), 16)

@@ -11,12 +11,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from indexer.db import make_engine
 from indexer.decode import DecodedEvent, Malformed
+from indexer.errors import RetryableError
 from indexer.models import Task, table
 from indexer.project import Keys
 from indexer.rows import event_rows
@@ -173,6 +175,7 @@ def test_signals_for_the_indexer_do_not_cut_a_write_short(tmp_path: object) -> N
     on until its parent closes its input."""
     url = fresh_sqlite(tmp_path, "s.db")
     with ProcessWriter(url) as w:
+        assert os.getpgid(w.pid) == w.pid != os.getpgid(0)  # Ctrl-C at a terminal: not it
         assert w.write_batch(lifecycle()[0]) == 1
         os.kill(w.pid, signal.SIGINT)
         os.kill(w.pid, signal.SIGTERM)
@@ -183,11 +186,22 @@ def test_signals_for_the_indexer_do_not_cut_a_write_short(tmp_path: object) -> N
 def test_a_dead_writer_is_a_clear_error(tmp_path: object) -> None:
     """A real fault: the child is killed with SIGKILL before the next batch."""
     url = fresh_sqlite(tmp_path, "w.db")
+    batches = lifecycle()
     with ProcessWriter(url) as w:
-        assert w.write_batch(lifecycle()[0]) == 1
-        os.kill(w.pid, signal.SIGKILL)
+        assert w.write_batch(batches[0]) == 1
+        first = w.pid
+        os.kill(first, signal.SIGKILL)
         with pytest.raises(WriterFailed, match=r"writer process exited \(code -9\).*resumes"):
-            w.write_batch(lifecycle()[1])
+            w.write_batch(batches[1])
+        # Retryable (following the head, the next tick goes on) with a new child.
+        assert issubclass(WriterFailed, RetryableError)
+        assert [w.write_batch(b) for b in batches[1:]] == [2, 1, 1, 1]
+        assert w.pid != first
+    engine = make_engine(url)
+    try:
+        assert check_lifecycle_copies(engine) == 2
+    finally:
+        engine.dispose()
 
 
 # The writer's input stays open in a second process ("sleep"), so the writer does not see the
@@ -280,8 +294,8 @@ def test_sqlite_pages_reach_the_database_file_while_writing(tmp_path: object) ->
     on its own, WAL ignored."""
     import sqlite3
 
-    url = fresh_sqlite(tmp_path, "c.db")
-    path = url.split("///", 1)[1]
+    url = fresh_sqlite(tmp_path, "c.db") + "?timeout=30"  # a query string is not the file's
+    path = url.split("///", 1)[1].split("?")[0]
 
     def in_file() -> int:
         with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as c:
@@ -304,6 +318,7 @@ def test_a_prestarted_writer_is_adopted(tmp_path: object) -> None:
     assert writer_start.in_process_only("sqlite://")
     assert writer_start.in_process_only("sqlite:///:memory:")
     assert writer_start.in_process_only("sqlite:///file:x?mode=memory&cache=shared")
+    assert writer_start.in_process_only("sqlite:///file::memory:?cache=shared&uri=true")
     assert not writer_start.in_process_only(f"sqlite:///{tmp_path}/a.db")
     assert not writer_start.in_process_only("postgresql+psycopg://u@h/db")
     writer_start.prestart("sqlite://")
@@ -313,4 +328,18 @@ def test_a_prestarted_writer_is_adopted(tmp_path: object) -> None:
     prestarted = writer_start._prestarted[0].pid
     with ProcessWriter(url) as w:
         assert w.pid == prestarted and writer_start.take_prestarted() is None
+        assert w.write_batch(lifecycle()[0]) == 1
+
+
+def test_a_package_of_the_same_name_where_corlens_runs_is_not_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child does not put the working directory on its import path: an `indexer`
+    directory there can neither shadow the package nor see the database URL."""
+    url = fresh_sqlite(tmp_path, "p.db")
+    shadow = tmp_path / "indexer"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise SystemExit('shadowed')\n")
+    monkeypatch.chdir(tmp_path)
+    with ProcessWriter(url) as w:
         assert w.write_batch(lifecycle()[0]) == 1
