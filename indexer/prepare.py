@@ -68,7 +68,7 @@ async def prepare_batch(
         }
     sessions, _missing = await snapshots_for(ix, res.events, b)
     # Senders and session hints are known now: the rows are final, built here rather than
-    # on the writer's thread.
+    # by the writer.
     built = event_rows(ix.chain_id, res.events)
     return Batch(
         chain_id=ix.chain_id,

@@ -63,7 +63,7 @@ class Batch:
     safe: int | None = None
     finalized: int | None = None
     # ``event_rows(chain_id, events)`` when the caller built them already (the sync loop does,
-    # off the writer's thread); computed by ``write_batch`` otherwise.
+    # before the writer's turn); computed by ``write_batch`` otherwise.
     rows: tuple[list[tuple[Any, ...]], list[Keys]] | None = None
     from_parent: str | None = None  # parent hash of ``from_block``, for the caller's checks
     # The batch encoded for a writer process ahead of its turn (ProcessWriter.stage).
