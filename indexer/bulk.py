@@ -38,26 +38,6 @@ def _plain(t: Any) -> bool:
     return isinstance(t, PLAIN)
 
 
-def _json_encoder() -> Callable[[Any], str]:
-    """``json.dumps`` with its defaults, at half the cost per call: the C encoder that every
-    ``dumps`` call builds anew is built once (when CPython has it; else plain ``dumps``)."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return json.dumps
-    default = json.JSONEncoder().default
-    enc = make(
-        None, default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
-    )  # markers, default, str encoder, indent, separators, sort, skip, nan
-
-    def dumps(v: Any) -> str:
-        return "".join(enc(v, 0))
-
-    return dumps
-
-
-_json_dumps = _json_encoder()
-
-
 def json_text(v: Any) -> str:
     """The JSON text of a column value: orjson's (compact, UTF-8; a fifth of ``json.dumps``'s
     time), or ``json.dumps``'s for what orjson refuses (integers wider than 64 bits, such as
@@ -65,7 +45,7 @@ def json_text(v: Any) -> str:
     try:
         return orjson.dumps(v).decode()
     except TypeError:
-        return _json_dumps(v)
+        return json.dumps(v)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from indexer.models import (
 from indexer.project import Keys, Projector, Row
 from indexer.rows import payments_json
 
-# (session, task) pairs per lookup: two parameters each, under SQLite's limit of 32766.
+# (session, task) pairs per lookup statement: bounds one statement's parameters.
 TUPLE_CHUNK = 5000
 # Task columns load_for leaves out: the store rebuilds them whole from the rows it loads.
 REBUILT_COPIES = ("steps_json", "miners_json")

@@ -40,7 +40,7 @@ from indexer.decode import DecodedEvent, Malformed
 from indexer.errors import RetryableError
 from indexer.project import Keys
 from indexer.rows import EVENT_COLUMNS, event_rows
-from indexer.store import Batch
+from indexer.store import Batch, Store
 from indexer.writer_start import start_writer, take_prestarted
 
 _LEN = struct.Struct("<Q")
@@ -67,15 +67,14 @@ def encode_batch(b: Batch) -> bytes:
     """One batch as bytes. Each event goes as its raw event row (built here if the batch has
     none) plus what the row holds differently or not at all (:data:`_EXTRA`); the other side
     rebuilds the events from both."""
-    rows, keys = b.rows if b.rows is not None else event_rows(b.chain_id, b.events)
+    rows = b.rows[0] if b.rows is not None else event_rows(b.chain_id, b.events)[0]
     plain = (
         b.chain_id,
         b.name,
         b.from_block,
         b.to_block,
         b.to_hash,
-        rows,
-        [tuple(k) for k in keys],
+        rows,  # the projection keys are the rows' last columns (_KEYS)
         [_extra(e) for e in b.events],
         [_malformed_tuple(m) for m in b.malformed],
         b.unknown,
@@ -95,8 +94,8 @@ def encode_batch(b: Batch) -> bytes:
 def decode_batch(buf: bytes) -> Batch:
     body = memoryview(buf)[1:]
     plain = marshal.loads(body) if buf[:1] == _MARSHAL else pickle.loads(body)
-    (cid, name, lo, hi, to_hash, rows, keys, extras, malformed, unknown, headers, sessions,
-     head, safe, fin, from_parent) = plain  # fmt: skip
+    (cid, name, lo, hi, to_hash, rows, extras, malformed, unknown, headers, sessions, head,
+     safe, fin, from_parent) = plain  # fmt: skip
     return Batch(
         chain_id=cid,
         name=name,
@@ -111,7 +110,7 @@ def decode_batch(buf: bytes) -> Batch:
         head=head,
         safe=safe,
         finalized=fin,
-        rows=(rows, [Keys._make(k) for k in keys]),
+        rows=(rows, [Keys._make(r[_KEYS]) for r in rows]),
         from_parent=from_parent,
     )
 
@@ -120,6 +119,7 @@ def decode_batch(buf: bytes) -> Batch:
 _EXTRA = ("block_time", "args", "topics", "session_hint")
 _extra = attrgetter(*_EXTRA)
 _R = {c: i for i, c in enumerate(EVENT_COLUMNS)}
+_KEYS = slice(_R["session_id"], _R["subject"] + 1)  # Keys' fields, in its order
 (_BN, _BH, _TX, _TXI, _LI, _AD, _CO, _EV, _T0, _DA, _SE) = (
     _R[c] for c in ("block_number", "block_hash", "tx_hash", "tx_index", "log_index",
                     "address", "contract", "event", "topic0", "data", "sender")
@@ -158,9 +158,8 @@ class ProcessWriter:
     writes never overlap, so the two connections take turns on the database. A short backfill
     may never use the child; it is then stopped without waiting for it. A child found dead is
     replaced at the next batch (the batch it died on raised :class:`WriterFailed`, its
-    transaction rolled back). Create it on the thread
-    that lives as long as it: the child is killed when that thread's process dies (Linux
-    delivers the signal when the creating thread exits)."""
+    transaction rolled back). Create it on a thread that lives as long as it: Linux kills the
+    child when the thread that started it exits."""
 
     def __init__(self, database_url: str, early: BatchWriter | None = None) -> None:
         self._url = database_url
@@ -246,8 +245,6 @@ class ProcessWriter:
     def close(self) -> None:
         """End the child after the batch it is writing, if any; kill it if it hangs, or if it
         has not even started (nothing of ours is in flight then)."""
-        with contextlib.suppress(OSError):
-            self._in.close()
         if not self._ready:
             self._proc.kill()
         self._close_proc()
@@ -310,7 +307,6 @@ def main() -> None:
 
     from indexer.db import is_sqlite, make_engine
     from indexer.gc_tuning import tune_gc
-    from indexer.store import Store
 
     tune_gc()
     url = first.decode()
