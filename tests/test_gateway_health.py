@@ -143,6 +143,9 @@ async def test_client_leaving_mid_stream_frees_the_slot(backend: str | None,
                         first = await resp.aiter_raw().__anext__()
                         assert first.startswith(b"data: ")
                         assert await inflight(s.url) == 1
+                    # The router notices the closed upstream stream a moment later; it must
+                    # before the next request, or max_inflight below would say 2.
+                    await wait_for(lambda: _zero(router), timeout=2)
                 # closed: the generator's end released each lease, long before the 60 s TTL
                 await wait_for(lambda: _inflight_zero(s.url), timeout=2)
                 await wait_for(lambda: _zero(router), timeout=2)
