@@ -11,8 +11,9 @@ over at least ``--blocks`` blocks. Then, over the range ``corlens`` indexes (blo
 * ``corlens index --once --json`` as a subprocess, end to end (start, imports, migrations, sync),
   into SQLite, then into a fresh PostgreSQL database when the server answers.
 
-Prints events/s, the ratio to the floor and the child's peak RSS against the targets; fails
-loudly when an index does not hold exactly the generated events. See bench/README.md.
+Prints events/s, the ratio to the floor and the child's peak RSS against the targets, anvil's
+CPU during each run, and the CPU budget the targets leave (bench/budget.py); fails loudly when
+an index does not hold exactly the generated events. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -108,32 +109,35 @@ def generate(url: str, events: int, blocks: int) -> tuple[str, int, int]:
         return address, tasks + rest, chain.block_number()
 
 
-def floor(url: str, address: str, head: int, fixed: int | None) -> tuple[float, int, int]:
+def floor(
+    url: str, address: str, head: int, fixed: int | None
+) -> tuple[float, int, list[tuple[int, int]]]:
     """Best-of-N seconds of raw eth_getLogs over [0, head]: fixed chunks, or the indexer's
     planner (``fixed=None``) fed each answer's size exactly as the sync loop feeds it.
-    Returns (seconds, logs, requests)."""
+    Returns (seconds, logs, the block ranges requested)."""
     from indexer.config import ChainConfig  # imported late: see main()
     from indexer.ranges import LogRangePlanner
 
     default_range = ChainConfig.model_fields["max_block_range"].default
-    best, logs, calls = float("inf"), 0, 0
+    best, logs, ranges = float("inf"), 0, []
     with httpx.Client(timeout=120.0) as client:
         for _ in range(FLOOR_RUNS):
             planner = LogRangePlanner(initial=min(2000, default_range), maximum=default_range)
-            t0, cursor, logs, calls = time.perf_counter(), 0, 0, 0
+            t0, cursor, logs, ranges = time.perf_counter(), 0, 0, []
             while cursor <= head:
                 if fixed:
                     lo, hi = cursor, min(head, cursor + fixed - 1)
                 else:
                     lo, hi = planner.next_range(cursor, head)
                 flt = {"fromBlock": hex(lo), "toBlock": hex(hi), "address": [address]}
-                body = json.dumps({"jsonrpc": "2.0", "id": calls, "method": "eth_getLogs",
+                body = json.dumps({"jsonrpc": "2.0", "id": len(ranges), "method": "eth_getLogs",
                                    "params": [flt]})
                 got = json.loads(client.post(url, content=body, headers=JSON).content)["result"]
                 planner.on_success(len(got))
-                logs, calls, cursor = logs + len(got), calls + 1, hi + 1
+                logs, cursor = logs + len(got), hi + 1
+                ranges.append((lo, hi))
             best = min(best, time.perf_counter() - t0)
-    return best, logs, calls
+    return best, logs, ranges
 
 
 def write_config(
@@ -229,26 +233,35 @@ def main() -> None:
     # `indexer` package; the repository root takes its place before anything imports it.
     if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
         sys.path[0] = str(REPO)
+    from bench import budget
 
     # Cancun, not anvil's default Prague, under which each new block costs more as the chain
     # grows (the first 3,000 blocks took 4.5x longer to mine here, and the gap widens).
     anvil = Anvil(extra_args=["--hardfork", "cancun"])
     with anvil as node, tempfile.TemporaryDirectory(prefix="corlens-bench-") as tmp:
+        assert node.pid is not None
+        node_pid = node.pid
         t0 = time.perf_counter()
         address, tasks, head = generate(node.url, a.events, a.blocks)
         print(f"generated {a.events:,} events ({tasks:,} tasks) in blocks 1..{head:,} "
               f"in {time.perf_counter() - t0:.1f}s (not measured)")
         floors: dict[str, tuple[float, int]] = {}  # chunking -> (best seconds, requests)
+        planned: list[tuple[int, int]] = []  # the planner floor's eth_getLogs ranges
 
         def measure_floors() -> None:
             for label, fixed in (("planner", None), (f"fixed {FIXED_CHUNK}", FIXED_CHUNK)):
-                secs, logs, calls = floor(node.url, address, head, fixed)
+                secs, logs, ranges = floor(node.url, address, head, fixed)
                 if logs != a.events:
                     raise SystemExit(f"floor saw {logs} logs, generated {a.events}")
-                floors[label] = min(floors.get(label, (secs, calls)), (secs, calls))
+                floors[label] = min(floors.get(label, (secs, len(ranges))), (secs, len(ranges)))
+                if fixed is None:
+                    planned[:] = ranges
 
         measure_floors()
-        rows: list[tuple[str, float, float, str | None, float]] = []  # label, s, CPU s, db, MB
+        server_cpus: list[float] = []  # the PostgreSQL server's CPU s during its run
+        pg_copy: tuple[float, float] | None = None  # budget.pg_copies(): server, client CPU s
+        # label, seconds, CPU s, backend, peak MB, anvil's CPU s meanwhile
+        rows: list[tuple[str, float, float, str | None, float, float | None]] = []
         backends: list[tuple[str, str | None]] = [("sqlite", f"sqlite:///{tmp}/bench.db")]
         with contextlib.ExitStack() as stack:
             if a.pg_url:
@@ -259,15 +272,25 @@ def main() -> None:
                 cfg = write_config(Path(tmp) / f"{name}.yaml", db_url, node.url, address)
                 if name == "postgresql":
                     run(["db", "upgrade", "--config", cfg])
+                server = budget.server_pid(db_url.replace("+psycopg", "")) if (
+                    name == "postgresql") else None  # fmt: skip
+                node_cpu = budget.proc_cpu(node_pid)
+                server_cpu = budget.proc_cpu(server) if server else 0.0
                 secs, cpu, rss, out = run(["index", "--once", "--json", "--config", cfg])
+                node_cpu = budget.proc_cpu(node_pid) - node_cpu
+                if server:
+                    server_cpus.append(budget.proc_cpu(server) - server_cpu)
                 verify(db_url, out, a.events, tasks)
-                rows.append((f"corlens index --once, {name}", secs, cpu, name, rss))
+                if server:  # the index is checked: its tables may now take the COPY floor
+                    pg_copy = budget.pg_copies(db_url.replace("+psycopg", ""), f"{tmp}/bench.db")
+                rows.append((f"corlens index --once, {name}", secs, cpu, name, rss, node_cpu))
         # The fixed cost in the figures above: process start, imports, migrations, one block.
         cfg = write_config(Path(tmp) / "one.yaml", f"sqlite:///{tmp}/one.db", node.url, address,
                            start_block=head)
         secs, cpu, rss, _ = run(["index", "--once", "--json", "--config", cfg])
-        rows.append(("  of which fixed cost (1 block, sqlite)", secs, cpu, None, rss))
+        rows.append(("  of which fixed cost (1 block, sqlite)", secs, cpu, None, rss, None))
         measure_floors()  # again after: on a shared machine the quieter moment counts
+        budget_parts = budget.measure(node.url, node_pid, address, planned, f"{tmp}/bench.db")
         if a.profile:
             cfg = write_config(Path(tmp) / "prof.yaml", f"sqlite:///{tmp}/prof.db",
                                node.url, address)
@@ -277,11 +300,11 @@ def main() -> None:
     print(f"\n{a.events:,} events over {head + 1:,} blocks (0..{head:,}). Ratios are against the "
           f"planner floor (the indexer's own eth_getLogs ranges), in brackets the fixed-chunk one.")
     print(f"{'run':<42}{'seconds':>8}{'CPU s':>7}{'events/s':>10}{'ratio':>17}{'target':>15}"
-          f"{'peak RSS':>10}{'target':>16}")
+          f"{'peak RSS':>10}{'target':>16}{'anvil CPU s':>13}")
     for label, (secs, calls) in floors.items():
         print(f"{'floor, ' + label + f' ({calls} eth_getLogs)':<42}{secs:>8.2f}{'-':>7}"
               f"{a.events / secs:>10,.0f}")
-    for label, secs, cpu, backend, rss in rows:
+    for label, secs, cpu, backend, rss, node_cpu in rows:
         rate = f"{a.events / secs:,.0f}" if backend else "-"
         line = f"{label:<42}{secs:>8.2f}{cpu:>7.2f}{rate:>10}"
         if backend:
@@ -289,7 +312,15 @@ def main() -> None:
             line += (f"{secs / planner:>7.2f}x ({secs / fixed:.2f}x)"
                      f"{'<= ' + str(limit) + 'x':>8} {verdict(secs / planner <= limit):<6}")
         ok = verdict(rss < RSS_TARGET_MB)
-        print(f"{line:<99}{rss:>7.0f} MB  < {RSS_TARGET_MB:.0f} MB {ok}")
+        anvil = f"{node_cpu:>9.2f}" if node_cpu is not None else ""
+        print(f"{line:<99}{rss:>7.0f} MB  < {RSS_TARGET_MB:.0f} MB {ok:<6}{anvil}")
+    for server_cpu in server_cpus:
+        print(f"the PostgreSQL server (all its processes) used {server_cpu:.2f} CPU s "
+              "during its run")
+    budget.report(*budget_parts, planner, TARGETS["sqlite"])
+    if pg_copy is not None:
+        logs, senders, start, _ = budget_parts[0]
+        budget.report_pg(pg_copy, senders, start, logs, planner, TARGETS["postgresql"])
     if a.profile:
         print(f"\nprofile of another SQLite run (cProfile: per-call costs inflated) in "
               f"{a.profile}; indexer/ functions by cumulative time:")

@@ -1,0 +1,64 @@
+"""bench/indexer.py on a small chain: it runs, checks the index it measured, and prints every
+figure, the CPU budget included. Speed is not asserted (benchmarks are not timed tests)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _port_open, unavailable
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def number(pattern: str, text: str) -> float:
+    m = re.search(pattern, text, re.MULTILINE)
+    assert m, f"{pattern!r} not in the output:\n{text}"
+    return float(m.group(1).replace(",", ""))
+
+
+@pytest.mark.usefixtures("anvil")  # skips (fails under CI) when anvil is missing
+def test_indexer_bench_runs_and_prints_its_budget() -> None:
+    if not _port_open("127.0.0.1", 5432):
+        unavailable("PostgreSQL is not reachable at 127.0.0.1:5432")
+    proc = subprocess.run(
+        [sys.executable, "bench/indexer.py", "--events", "800", "--blocks", "60",
+         "--pg-url", SERVER],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr + out
+    assert "generated 800 events (100 tasks)" in out
+    for backend in ("sqlite", "postgresql"):
+        line = re.search(rf"^corlens index --once, {backend} .*$", out, re.MULTILINE)
+        assert line, out
+        assert re.search(r"\d+\.\d\dx \(\d+\.\d\dx\) <= \d\.\dx (MET|MISSED)", line.group(0))
+        assert re.search(r"\d+ MB  < 300 MB (MET|MISSED) +\d+\.\d\d$", line.group(0))
+    assert number(r"^the PostgreSQL server \(all its processes\) used ([\d.]+) CPU s", out) > 0
+    floor = number(r"^floor, planner \(\d+ eth_getLogs\) +(\d+\.\d+)", out)
+    cores = number(r"^CPU budget at the SQLite target: (\d+) cores", out)
+    assert number(r"^CPU budget .* 2\.5x the ([\d.]+) s floor", out) == floor
+    budget = number(r"^CPU budget .* floor = ([\d.]+) CPU s", out)
+    assert budget > 0 and abs(budget - cores * 2.5 * floor) <= cores * 2.5 * 0.005 + 0.01
+    parts = re.findall(r"^(eth_getLogs|senders of|python start|sqlite3 inserts).* "
+                       r"(\d+\.\d\d) +(\d+\.\d\d) +(\d+\.\d\d)  ", out, re.MULTILINE)  # fmt: skip
+    assert [p[0] for p in parts] == ["eth_getLogs", "senders of", "python start",
+                                     "sqlite3 inserts"], out  # fmt: skip
+    for _, node, own, total in parts:
+        assert abs(float(node) + float(own) - float(total)) <= 0.011
+    total = number(r"^sum +(\d+\.\d\d)  \d+% of the budget$", out)
+    assert abs(total - sum(float(p[3]) for p in parts)) <= 0.03
+    assert re.search(r"rows and CPU s: \d+ block [\d.]+, 800 event [\d.]+, 100 task [\d.]+, "
+                     r"600 task_step [\d.]+, 100 task_miner [\d.]+, 100 payment [\d.]+$",
+                     out, re.MULTILINE), out  # fmt: skip
+    assert re.search(r"^PostgreSQL: \d+ x 3\.0x the floor = [\d.]+ CPU s; the same reads and "
+                     r"start \([\d.]+\) and COPY of the same rows \(server [\d.]+, client "
+                     r"[\d.]+\) = [\d.]+ CPU s, \d+% of it; left: -?[\d.]+ CPU s$",
+                     out, re.MULTILINE), out  # fmt: skip
+    left = number(r"^left for decoding, projections and the pipeline: (-?[\d.]+) CPU s", out)
+    assert abs(left - (budget - total)) <= 0.011
