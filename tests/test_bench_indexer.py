@@ -40,17 +40,17 @@ def test_indexer_bench_runs_and_prints_its_budget() -> None:
         assert re.search(r"\d+\.\d\dx \(\d+\.\d\dx\) <= \d\.\dx (MET|MISSED)", line.group(0))
         assert re.search(r"\d+ MB  < 300 MB (MET|MISSED) +\d+\.\d\d$", line.group(0))
     assert number(r"^the PostgreSQL server \(all its processes\) used ([\d.]+) CPU s", out) > 0
-    floor = number(r"^floor, planner \(\d+ eth_getLogs\) +(\d+\.\d+)", out)
     cores = number(r"^CPU budget at the SQLite target: (\d+) cores", out)
-    assert number(r"^CPU budget .* 2\.5x the ([\d.]+) s floor", out) == floor
-    budget = number(r"^CPU budget .* floor = ([\d.]+) CPU s", out)
-    assert budget > 0 and abs(budget - cores * 2.5 * floor) <= cores * 2.5 * 0.005 + 0.01
+    floor = number(r"^CPU budget .* 2\.5x the (\d+\.\d{3}) s floor", out)
+    assert abs(floor - number(r"^floor, planner \(\d+ eth_getLogs\) +(\d+\.\d+)", out)) <= 0.005
+    budget = number(r"^CPU budget .* floor = (\d+\.\d{3}) CPU s", out)
+    assert floor > 0 and abs(budget - cores * 2.5 * floor) <= cores * 2.5 * 0.0005 + 0.001
     parts = re.findall(r"^(eth_getLogs|senders of|python start|sqlite3 inserts).* "
                        r"(\d+\.\d\d) +(\d+\.\d\d) +(\d+\.\d\d)  ", out, re.MULTILINE)  # fmt: skip
     assert [p[0] for p in parts] == ["eth_getLogs", "senders of", "python start",
                                      "sqlite3 inserts"], out  # fmt: skip
-    for _, node, own, total in parts:
-        assert abs(float(node) + float(own) - float(total)) <= 0.011
+    assert number(r"^senders of (\d+) txs: \d+ x eth_get", out) > 0
+    assert number(r"^python start .* (\d+\.\d\d)  $", out) > 0
     total = number(r"^sum +(\d+\.\d\d)  \d+% of the budget$", out)
     assert abs(total - sum(float(p[3]) for p in parts)) <= 0.03
     assert re.search(r"rows and CPU s: \d+ block [\d.]+, 800 event [\d.]+, 100 task [\d.]+, "
