@@ -45,6 +45,12 @@ BATCH = 100  # JSON-RPC calls per batch, as the indexer's RpcClient sends them
 IMPORTS = "import sqlite3, httpx, orjson"  # what an indexer needs at least (no SQLAlchemy)
 
 
+def _stat(path: Path) -> list[str]:
+    """The fields of a /proc/<pid>/stat file after "(comm)": state, ppid, ..., utime, stime,
+    cutime, cstime (indices 0, 1, ..., 11, 12, 13, 14)."""
+    return path.read_text().rsplit(")", 1)[1].split()
+
+
 def proc_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by a process and its descendants, the ones that
     ended and were waited for included, from /proc (anvil from node_modules is a Node.js
@@ -53,11 +59,11 @@ def proc_cpu(pid: int) -> float:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                stats[int(entry.name)] = _stat(entry / "stat")
             except OSError:  # it ended meanwhile
                 continue
     children: dict[int, list[int]] = {}
-    for p, f in stats.items():  # after "(comm)": state, ppid, ..., utime, stime, cutime, cstime
+    for p, f in stats.items():
         children.setdefault(int(f[1]), []).append(p)
     todo, total = [pid], 0
     while todo:
@@ -86,7 +92,7 @@ def server_pid(url: str) -> int | None:
     with psycopg.connect(url) as conn:
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()
     try:
-        return int(Path(f"/proc/{backend[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        return int(_stat(Path(f"/proc/{backend[0]}/stat"))[1])
     except (OSError, TypeError):
         return None
 
@@ -130,12 +136,21 @@ def sender_topics() -> set[str]:
 
 
 def import_cpu() -> float:
-    """CPU seconds of a fresh interpreter importing the stack's libraries (a child process)."""
+    """CPU seconds of a fresh interpreter importing :data:`IMPORTS` (a child process)."""
     before = os.times()
     subprocess.run([sys.executable, "-c", IMPORTS], check=True)
     after = os.times()
     return (after.children_user - before.children_user
             + after.children_system - before.children_system)
+
+
+def index_rows(db_path: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows of the SQLite index ``db_path``, by table (:data:`TABLES`)."""
+    src = sqlite3.connect(db_path)
+    try:
+        return {t: src.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES}
+    finally:
+        src.close()
 
 
 def sqlite_inserts(db_path: str) -> dict[str, tuple[int, float]]:
@@ -145,8 +160,8 @@ def sqlite_inserts(db_path: str) -> dict[str, tuple[int, float]]:
     schema = [(t, sql) for t, sql in src.execute(
         "SELECT tbl_name, sql FROM sqlite_schema WHERE sql IS NOT NULL "
         "AND name NOT LIKE 'sqlite_%' ORDER BY type DESC")]  # tables first, then indexes
-    data = {t: src.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES}
     src.close()
+    data = index_rows(db_path)
     with tempfile.TemporaryDirectory(prefix="corlens-budget-") as tmp:
         dst = sqlite3.connect(f"{tmp}/copy.db", isolation_level=None)
         for pragma in ("page_size=32768", "journal_mode=WAL", "synchronous=NORMAL",
@@ -173,9 +188,7 @@ def pg_copies(db_url: str, sqlite_db: str) -> tuple[float, float]:
     of the PostgreSQL database ``db_url`` (which holds the same index: its tables are emptied
     first), one transaction per 5,000 rows: PostgreSQL's own work for these rows at its
     cheapest, no conflict handling."""
-    src = sqlite3.connect(sqlite_db)
-    data = {t: src.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES}
-    src.close()
+    data = index_rows(sqlite_db)
     server = server_pid(db_url)
     if server is None:
         return 0.0, 0.0
@@ -241,21 +254,27 @@ def measure(url: str, anvil_pid: int, address: str, ranges: list[tuple[int, int]
     return parts, decode_cpu(logs, address)
 
 
-def report_pg(copies: tuple[float, float], senders: Part, start: Part, logs: Part,
-              floor: float, target: float) -> None:
-    """PostgreSQL's case: the same reads and start, with the server's COPY of the rows."""
+def _budget(floor: float, target: float) -> tuple[int, float]:
+    """(cores, the CPU seconds they have in ``target`` x ``floor`` seconds of wall time)."""
     cores = os.cpu_count() or 1
-    budget = cores * target * floor
-    used = senders.cpu + start.cpu + logs.cpu + sum(copies)
+    return cores, cores * target * floor
+
+
+def report_pg(copies: tuple[float, float], parts: list[Part], floor: float,
+              target: float) -> None:
+    """PostgreSQL's case: the same reads and start as ``parts`` (from :func:`measure`), with
+    the server's COPY of the rows in place of SQLite's inserts."""
+    cores, budget = _budget(floor, target)
+    reads = sum(p.cpu for p in parts[:-1])  # all but the SQLite rows, measure()'s last part
+    used = reads + sum(copies)
     print(f"PostgreSQL: {cores} x {target}x the floor = {budget:.2f} CPU s; the same reads and "
-          f"start ({logs.cpu + senders.cpu + start.cpu:.2f}) and COPY of the same rows (server "
+          f"start ({reads:.2f}) and COPY of the same rows (server "
           f"{copies[0]:.2f}, client {copies[1]:.2f}) = {used:.2f} CPU s, {used / budget:.0%} of "
           f"it; left: {budget - used:.2f} CPU s")
 
 
 def report(parts: list[Part], decode: float, floor: float, target: float) -> None:
-    cores = os.cpu_count() or 1
-    budget = cores * target * floor
+    cores, budget = _budget(floor, target)
     used = sum(p.cpu for p in parts)
     print(f"\nCPU budget at the SQLite target: {cores} cores x {target}x the {floor:.3f} s floor "
           f"= {budget:.3f} CPU s. The reads and the start at their cheapest, corlens's rows as "

@@ -272,8 +272,8 @@ def main() -> None:
                 cfg = write_config(Path(tmp) / f"{name}.yaml", db_url, node.url, address)
                 if name == "postgresql":
                     run(["db", "upgrade", "--config", cfg])
-                server = budget.server_pid(db_url.replace("+psycopg", "")) if (
-                    name == "postgresql") else None  # fmt: skip
+                plain_url = db_url.replace("+psycopg", "")  # for psycopg itself
+                server = budget.server_pid(plain_url) if name == "postgresql" else None
                 node_cpu = budget.proc_cpu(node_pid)
                 server_cpu = budget.proc_cpu(server) if server else 0.0
                 secs, cpu, rss, out = run(["index", "--once", "--json", "--config", cfg])
@@ -282,7 +282,7 @@ def main() -> None:
                     server_cpus.append(budget.proc_cpu(server) - server_cpu)
                 verify(db_url, out, a.events, tasks)
                 if server:  # the index is checked: its tables may now take the COPY floor
-                    pg_copy = budget.pg_copies(db_url.replace("+psycopg", ""), f"{tmp}/bench.db")
+                    pg_copy = budget.pg_copies(plain_url, f"{tmp}/bench.db")
                 rows.append((f"corlens index --once, {name}", secs, cpu, name, rss, node_cpu))
         # The fixed cost in the figures above: process start, imports, migrations, one block.
         cfg = write_config(Path(tmp) / "one.yaml", f"sqlite:///{tmp}/one.db", node.url, address,
@@ -319,8 +319,7 @@ def main() -> None:
               "during its run")
     budget.report(*budget_parts, planner, TARGETS["sqlite"])
     if pg_copy is not None:
-        logs, senders, start, _ = budget_parts[0]
-        budget.report_pg(pg_copy, senders, start, logs, planner, TARGETS["postgresql"])
+        budget.report_pg(pg_copy, budget_parts[0], planner, TARGETS["postgresql"])
     if a.profile:
         print(f"\nprofile of another SQLite run (cProfile: per-call costs inflated) in "
               f"{a.profile}; indexer/ functions by cumulative time:")
