@@ -272,6 +272,7 @@ class RpcClient:
             resp = await self._client.post(
                 url, content=body, headers=_HEADERS, timeout=self._timeout
             )
+            _unbind(resp)
             if resp.status_code == 429 or resp.status_code >= 500:
                 raise _Transient(f"HTTP {resp.status_code}", retry_after=_retry_after(resp))
             try:
@@ -342,6 +343,15 @@ class RpcClient:
         if retry_after is not None:
             return min(retry_after, self._backoff_max)
         return random.uniform(0, min(self._backoff_max, self._backoff_base * 2**retry))
+
+
+def _unbind(resp: httpx.Response) -> None:
+    """Break the reference cycle between a read response and its stream (httpx binds each
+    response's stream back to the response), so that reference counting frees the response and
+    its body as soon as it is parsed. Left to the cycle collector, which the indexing processes
+    run rarely (indexer.gc_tuning), the bodies piled up: a 300,000-event backfill's peak RSS
+    grew with its length, to 280-400 MB, against 150-160 MB with the cycle broken."""
+    resp.stream = httpx.ByteStream(b"")
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

@@ -6,8 +6,10 @@ Log-emitting contracts are assembled by hand from raw bytecode, so no compiler i
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -196,6 +198,38 @@ def test_proxy_faults_only_the_methods_asked(anvil: Anvil) -> None:
     assert proxy.counts == {"requests": 3, "forwarded": 1, "http_503": 2}
     proxy.reset()
     assert not proxy.counts and not proxy.methods
+
+
+def test_answers_are_freed_by_reference_counting(anvil: Anvil) -> None:
+    """Every HTTP response (and the body it holds) is freed once its answer is parsed, without
+    the cycle collector: the indexing processes run it rarely (indexer.gc_tuning), and bodies
+    left for it made a long backfill's memory grow with its length. httpx binds a response's
+    stream back to the response; RpcClient breaks that cycle."""
+    emitter = make_logs(anvil, calls=8)
+    responses: list[weakref.ref[httpx.Response]] = []
+
+    async def keep(resp: httpx.Response) -> None:
+        responses.append(weakref.ref(resp))
+
+    async def go() -> int:
+        async with httpx.AsyncClient(event_hooks={"response": [keep]}) as client:
+            rpc = RpcClient([anvil.url], client=client)
+            logs = await rpc.get_logs(addresses=[emitter], topics=None, from_block=0,
+                                      to_block=await rpc.block_number())
+            await rpc.get_blocks([0, 1, 2])
+            with pytest.raises(RpcError):  # an error answer is freed too
+                await rpc.call("eth_noSuchMethod")
+            return len(logs)
+
+    gc.collect()
+    gc.disable()
+    try:
+        assert asyncio.run(go()) == 8
+        alive = sum(r() is not None for r in responses)
+    finally:
+        gc.enable()
+    assert len(responses) == 4
+    assert alive == 0, f"{alive} of {len(responses)} responses wait for the cycle collector"
 
 
 def test_failover_from_a_dead_url_and_remembers_the_healthy_one(anvil: Anvil) -> None:
