@@ -327,3 +327,35 @@ def test_backfill_reports_progress_after_each_committed_range(anvil: Anvil, tmp_
     assert len(set(states)) == len(states)
     assert all(a[0] < b[0] and a[1] <= b[1] for a, b in zip(states, states[1:], strict=False))
     assert states[-1] == (head, stored) and final.cursor == head and final.eta_s == 0
+
+
+def test_a_backfill_leaves_no_answers_to_the_cycle_collector(anvil: Anvil, tmp_path: Path
+                                                            ) -> None:
+    """The indexing processes run the cycle collector rarely (indexer.gc_tuning), so whatever a
+    range leaves in reference cycles stays in memory until it runs: a backfill's memory then
+    grows with its length. With the collector off, a whole backfill (many ranges, the writer
+    process) leaves no HTTP response, no range and no event in cycles."""
+    import gc
+
+    import httpx
+
+    from indexer.decode import DecodedEvent
+    from indexer.store import Batch
+
+    dep, _ = scenario(anvil.url)
+    settings = devnet_settings(anvil.url, dep.addresses, f"sqlite:///{tmp_path}/g.db",
+                               start_block=dep.start_block, max_block_range=10)
+    gc.collect()
+    gc.disable()
+    try:
+        progress = index(settings)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        kept = [type(o).__name__ for o in gc.garbage
+                if isinstance(o, httpx.Response | httpx.Request | Batch | DecodedEvent)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert progress.events > 50 and progress.blocks_done > 30  # many ranges of 10 blocks
+    assert not kept, f"left to the cycle collector: {sorted(set(kept))} ({len(kept)} objects)"
