@@ -230,7 +230,10 @@ async def prepared_ranges(
     try:
         while (item := await queue.get()) is not None:
             if isinstance(item, Exception):
-                raise item
+                try:
+                    raise item
+                finally:  # else this frame and the exception's traceback hold each other,
+                    del item  # and the range's data with them, until the cycle collector runs
             started.discard(item[1])
             yield item
     finally:
@@ -240,3 +243,4 @@ async def prepared_ranges(
             # Ranges never consumed: their outcome, failure included, no longer matters.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        started.clear()  # their prepared ranges: not kept by the generator's frame

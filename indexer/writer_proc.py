@@ -239,7 +239,10 @@ class ProcessWriter:
             with contextlib.suppress(Exception):
                 exc = pickle.loads(exc_blob)
         if isinstance(exc, Exception):
-            raise exc
+            try:
+                raise exc
+            finally:  # else this frame (the batch, its encoded bytes) and the exception's
+                del exc  # traceback hold each other until the cycle collector runs
         raise WriterFailed(f"the writer process failed: {kind}: {message}")
 
     def close(self) -> None:

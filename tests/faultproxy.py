@@ -25,6 +25,8 @@ Faults field        what the proxy does                                         
 ``http_502_every``  HTTP 502 Bad Gateway                                             ``http_502``
 ``http_503_every``  HTTP 503 Service Unavailable                                     ``http_503``
 ``truncate_every``  forwards, then sends the first half of the JSON body             ``truncated``
+``cut_every``       forwards, then sends headers for the whole body, half of it,   ``cut``
+                    and closes the connection (a read that fails halfway)
 ``error_every``     forwards nothing; answers the JSON-RPC error ``error`` (code,    ``error``
                     message) - for a batch, one error object instead of a list,
                     as providers that reject batches do
@@ -68,6 +70,7 @@ class Faults:
     http_502_every: int = 0
     http_503_every: int = 0
     truncate_every: int = 0
+    cut_every: int = 0
     error_every: int = 0
     error: tuple[int, str] = (-32000, "injected error")
     only_methods: frozenset[str] = frozenset()
@@ -81,7 +84,7 @@ class Faults:
             ("dropped", self.drop_every), ("timeout", self.timeout_every),
             ("http_429", self.http_429_every), ("http_502", self.http_502_every),
             ("http_503", self.http_503_every), ("truncated", self.truncate_every),
-            ("error", self.error_every),
+            ("cut", self.cut_every), ("error", self.error_every),
         ):
             if every > 0 and n % every == 0:
                 return key
@@ -283,6 +286,16 @@ class _Handler(BaseHTTPRequestHandler):
             answer = json.dumps(proxy._refuse_ranges(calls, json.loads(answer), faults)).encode()
         if fault == "truncated":
             answer = answer[: len(answer) // 2]
+        if fault == "cut":
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer[: len(answer) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self._send(status, answer)
 
     def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:

@@ -6,6 +6,7 @@ Log-emitting contracts are assembled by hand from raw bytecode, so no compiler i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import time
@@ -19,7 +20,7 @@ import pytest
 
 from devnet.anvil import Anvil, free_port
 from indexer.errors import ConfigError, LogsTimeout, RpcError, RpcUnavailable
-from indexer.ranges import FORGET_REFUSAL_AFTER, LogRangePlanner, range_error
+from indexer.ranges import FORGET_REFUSAL_AFTER, LogRangePlanner, prepared_ranges, range_error
 from indexer.rpc import RpcClient, RpcStats, fetch_logs, redact_url
 from tests.faultproxy import FaultProxy, Faults
 
@@ -121,6 +122,7 @@ FAULT_KINDS = {
     "http_502": Faults(http_502_every=2),
     "http_503": Faults(http_503_every=3),
     "truncated": Faults(truncate_every=2),
+    "cut": Faults(cut_every=2),
     "dropped": Faults(drop_every=2),
     "timeout": Faults(timeout_every=3, delay=1.0),
     # A throttling JSON-RPC error; on a batch the proxy answers one error object, not a list.
@@ -200,20 +202,23 @@ def test_proxy_faults_only_the_methods_asked(anvil: Anvil) -> None:
     assert not proxy.counts and not proxy.methods
 
 
-def test_answers_are_freed_by_reference_counting(anvil: Anvil) -> None:
+@pytest.mark.parametrize("faults", [None, Faults(cut_every=2, http_429_every=3)],
+                         ids=["direct", "cut-and-429"])
+def test_answers_are_freed_by_reference_counting(anvil: Anvil, faults: Faults | None) -> None:
     """Every HTTP response (and the body it holds) is freed once its answer is parsed, without
     the cycle collector: the indexing processes run it rarely (indexer.gc_tuning), and bodies
     left for it made a long backfill's memory grow with its length. httpx binds a response's
-    stream back to the response; RpcClient breaks that cycle."""
+    stream back to the response; RpcClient breaks that cycle, also for an answer refused with
+    429 and for a body cut off halfway (through the fault proxy)."""
     emitter = make_logs(anvil, calls=8)
     responses: list[weakref.ref[httpx.Response]] = []
 
     async def keep(resp: httpx.Response) -> None:
         responses.append(weakref.ref(resp))
 
-    async def go() -> int:
+    async def go(url: str) -> int:
         async with httpx.AsyncClient(event_hooks={"response": [keep]}) as client:
-            rpc = RpcClient([anvil.url], client=client)
+            rpc = RpcClient([url], client=client, **FAST)
             logs = await rpc.get_logs(addresses=[emitter], topics=None, from_block=0,
                                       to_block=await rpc.block_number())
             await rpc.get_blocks([0, 1, 2])
@@ -224,12 +229,61 @@ def test_answers_are_freed_by_reference_counting(anvil: Anvil) -> None:
     gc.collect()
     gc.disable()
     try:
-        assert asyncio.run(go()) == 8
+        if faults is None:
+            assert asyncio.run(go(anvil.url)) == 8
+        else:
+            with FaultProxy(anvil.url, faults) as proxy:
+                assert asyncio.run(go(proxy.url)) == 8
+            assert proxy.counts["cut"] > 0 and proxy.counts["http_429"] > 0
         alive = sum(r() is not None for r in responses)
     finally:
         gc.enable()
-    assert len(responses) == 4
+    assert len(responses) >= 4
     assert alive == 0, f"{alive} of {len(responses)} responses wait for the cycle collector"
+
+
+def test_a_failed_range_leaves_nothing_to_the_cycle_collector(anvil: Anvil) -> None:
+    """When a range fails, the pipeline's ranges are freed by reference counting once the
+    error is handled: the raised exception's traceback must not form a cycle with the frames
+    that hold the ranges (the follower handles such errors tick after tick, and the cycle
+    collector runs rarely in the indexing processes)."""
+    emitter = make_logs(anvil, calls=40)
+    kept: list[weakref.ref[Prepared]] = []
+
+    class Prepared:
+        def __init__(self, logs: list[dict[str, Any]]) -> None:
+            self.logs = logs
+
+    async def prepare(_a: int, _b: int, logs: list[dict[str, Any]]) -> Prepared:
+        p = Prepared(logs)
+        kept.append(weakref.ref(p))
+        return p
+
+    async def go(url: str) -> str:
+        async with RpcClient([url], **FAST) as rpc:
+            head = await rpc.block_number()
+            ranges = prepared_ranges(rpc, LogRangePlanner(initial=20, maximum=20), [emitter],
+                                     0, head, 8, prepare)
+            try:
+                async with contextlib.aclosing(ranges) as it:
+                    async for _a, task in it:
+                        assert (await task).logs
+            except RpcError as e:
+                return e.message
+        return "no error"
+
+    faults = Faults(error_every=3, only_methods=frozenset({"eth_getLogs"}),
+                    error=(-32601, "the method eth_getLogs is not available"))
+    gc.collect()
+    gc.disable()
+    try:
+        with FaultProxy(anvil.url, faults) as proxy:
+            assert "not available" in asyncio.run(go(proxy.url))
+        alive = sum(r() is not None for r in kept)
+    finally:
+        gc.enable()
+    assert len(kept) == 2  # two ranges prepared before the third eth_getLogs failed
+    assert alive == 0, f"{alive} prepared ranges wait for the cycle collector"
 
 
 def test_failover_from_a_dead_url_and_remembers_the_healthy_one(anvil: Anvil) -> None:

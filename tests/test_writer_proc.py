@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gc
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -156,6 +158,31 @@ def test_an_error_in_the_child_comes_back_with_its_type(store_url: str) -> None:
             assert w.write_batch(lifecycle()[0]) == 1
     finally:
         engine.dispose()
+
+
+def test_an_error_from_the_child_leaves_nothing_to_the_cycle_collector(store_url: str) -> None:
+    """The child's error, raised here, does not keep the failed batch alive in a cycle with
+    the frame that raised it: a follower meets such errors tick after tick, and the indexing
+    processes run the cycle collector rarely."""
+    engine = make_engine(store_url)
+    Store(engine).ensure_state(CHAIN, "t", 0)
+    bad = batch(1, ev(1, 0, "SessionV2", "TaskSubmitted", sessionId=1, taskId=1))
+    bad.headers[0]["hash"] = None
+    kept = weakref.ref(bad)
+    gc.collect()
+    gc.disable()
+    try:
+        with ProcessWriter(store_url) as w:
+            try:
+                w.write_batch(bad)
+            except sa.exc.IntegrityError:
+                failed = True
+            del bad
+            alive = kept() is not None
+    finally:
+        gc.enable()
+        engine.dispose()
+    assert failed and not alive
 
 
 def fresh_sqlite(tmp_path: object, name: str) -> str:
