@@ -6,6 +6,8 @@ missing service fails the test instead, because CI must exercise every backend.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import socket
 import uuid
@@ -28,6 +30,18 @@ def unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required service unavailable under CI: {reason}")
     pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def collector_off() -> Iterator[None]:
+    """The cycle collector off, after one collection: as in the indexing processes, which run
+    it rarely (indexer.gc_tuning), whatever is left in reference cycles meanwhile stays."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _port_open(host: str, port: int) -> bool:

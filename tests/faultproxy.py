@@ -265,11 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault in ("dropped", "timeout"):
             if fault == "timeout":
                 proxy._stop.wait(faults.delay)
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:  # the client gave up first
-                pass
+            self._hang_up()
             return
         if fault in ("http_429", "http_502", "http_503"):
             status = int(fault[-3:])
@@ -287,22 +283,27 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "truncated":
             answer = answer[: len(answer) // 2]
         if fault == "cut":
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer[: len(answer) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
+            self._send(status, answer, sent=len(answer) // 2)
+            self._hang_up()
             return
         self._send(status, answer)
 
-    def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+    def _hang_up(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:  # the client gave up first
+            pass
+
+    def _send(
+        self, status: int, body: bytes, ctype: str = "application/json", sent: int | None = None
+    ) -> None:
+        """Headers for all of ``body``; the body itself, or only its first ``sent`` bytes."""
         self.send_response(status)
         self.send_header("content-type", ctype)
         self.send_header("content-length", str(len(body)))
         if status == 429:
             self.send_header("retry-after", "0")
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(body if sent is None else body[:sent])
+        self.wfile.flush()

@@ -21,6 +21,7 @@ from devnet.scenario import run_scenario
 from indexer.abi import abi_path, events_of, load_abi
 from indexer.runner import open_store
 from indexer.sync import Reorged, Waiting
+from tests.conftest import collector_off
 from tests.faultproxy import FaultProxy, Faults
 from tests.indexing import check_lifecycle_copies, devnet_settings, dump, index, step
 from tests.test_indexer_e2e import check_against_ledger
@@ -349,20 +350,18 @@ def test_a_backfill_leaves_no_answers_to_the_cycle_collector(anvil: Anvil, tmp_p
     dep, _ = scenario(anvil.url)
     settings = devnet_settings(anvil.url, dep.addresses, f"sqlite:///{tmp_path}/g.db",
                                start_block=dep.start_block, max_block_range=10)
-    gc.collect()
-    gc.disable()
-    try:
+    with collector_off():
         progress = index(settings)
         gc.set_debug(gc.DEBUG_SAVEALL)
-        gc.collect()
-        kept = [type(o).__name__ for o in gc.garbage
-                if isinstance(o, httpx.Response | httpx.Request | Batch | DecodedEvent)]
-        # Raw logs and block headers as parsed from the node's answers.
-        kept += ["log" if "logIndex" in o else "header" for o in gc.garbage
-                 if isinstance(o, dict) and ("logIndex" in o or "parentHash" in o)]
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
+        try:
+            gc.collect()
+            kept = [type(o).__name__ for o in gc.garbage
+                    if isinstance(o, httpx.Response | httpx.Request | Batch | DecodedEvent)]
+            # Raw logs and block headers as parsed from the node's answers.
+            kept += ["log" if "logIndex" in o else "header" for o in gc.garbage
+                     if isinstance(o, dict) and ("logIndex" in o or "parentHash" in o)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
     assert progress.events > 50 and progress.blocks_done > 30  # many ranges of 10 blocks
     assert not kept, f"left to the cycle collector: {sorted(set(kept))} ({len(kept)} objects)"

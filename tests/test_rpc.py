@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import time
 import weakref
@@ -22,6 +21,7 @@ from devnet.anvil import Anvil, free_port
 from indexer.errors import ConfigError, LogsTimeout, RpcError, RpcUnavailable
 from indexer.ranges import FORGET_REFUSAL_AFTER, LogRangePlanner, prepared_ranges, range_error
 from indexer.rpc import RpcClient, RpcStats, fetch_logs, redact_url
+from tests.conftest import collector_off
 from tests.faultproxy import FaultProxy, Faults
 
 TOPIC = "0x" + "2a".rjust(64, "0")
@@ -226,9 +226,7 @@ def test_answers_are_freed_by_reference_counting(anvil: Anvil, faults: Faults | 
                 await rpc.call("eth_noSuchMethod")
             return len(logs)
 
-    gc.collect()
-    gc.disable()
-    try:
+    with collector_off():
         if faults is None:
             assert asyncio.run(go(anvil.url)) == 8
         else:
@@ -236,8 +234,6 @@ def test_answers_are_freed_by_reference_counting(anvil: Anvil, faults: Faults | 
                 assert asyncio.run(go(proxy.url)) == 8
             assert proxy.counts["cut"] > 0 and proxy.counts["http_429"] > 0
         alive = sum(r() is not None for r in responses)
-    finally:
-        gc.enable()
     assert len(responses) >= 4
     assert alive == 0, f"{alive} of {len(responses)} responses wait for the cycle collector"
 
@@ -274,14 +270,9 @@ def test_a_failed_range_leaves_nothing_to_the_cycle_collector(anvil: Anvil) -> N
 
     faults = Faults(error_every=3, only_methods=frozenset({"eth_getLogs"}),
                     error=(-32601, "the method eth_getLogs is not available"))
-    gc.collect()
-    gc.disable()
-    try:
-        with FaultProxy(anvil.url, faults) as proxy:
-            assert "not available" in asyncio.run(go(proxy.url))
+    with collector_off(), FaultProxy(anvil.url, faults) as proxy:
+        assert "not available" in asyncio.run(go(proxy.url))
         alive = sum(r() is not None for r in kept)
-    finally:
-        gc.enable()
     assert len(kept) == 2  # two ranges prepared before the third eth_getLogs failed
     assert alive == 0, f"{alive} prepared ranges wait for the cycle collector"
 

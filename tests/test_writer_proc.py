@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import gc
 import json
 import os
 import signal
@@ -26,6 +25,7 @@ from indexer.project import Keys
 from indexer.rows import event_rows
 from indexer.store import Batch, Store
 from indexer.writer_proc import ProcessWriter, WriterFailed, decode_batch, encode_batch
+from tests.conftest import collector_off
 from tests.indexing import check_lifecycle_copies
 
 CHAIN = 31337
@@ -169,10 +169,8 @@ def test_an_error_from_the_child_leaves_nothing_to_the_cycle_collector(store_url
     bad = batch(1, ev(1, 0, "SessionV2", "TaskSubmitted", sessionId=1, taskId=1))
     bad.headers[0]["hash"] = None
     kept = weakref.ref(bad)
-    gc.collect()
-    gc.disable()
     try:
-        with ProcessWriter(store_url) as w:
+        with collector_off(), ProcessWriter(store_url) as w:
             try:
                 w.write_batch(bad)
             except sa.exc.IntegrityError:
@@ -180,7 +178,6 @@ def test_an_error_from_the_child_leaves_nothing_to_the_cycle_collector(store_url
             del bad
             alive = kept() is not None
     finally:
-        gc.enable()
         engine.dispose()
     assert failed and not alive
 
