@@ -125,20 +125,26 @@ class RpcClient:
         """One JSON-RPC call; its ``result``, or :class:`RpcError` / :class:`RpcUnavailable`."""
         return await self._call(method, params or [])
 
-    async def batch(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+    async def batch(
+        self,
+        calls: Sequence[tuple[str, list[Any]]],
+        pick: Callable[[Any], Any] | None = None,
+    ) -> list[Any]:
         """Results of ``calls`` in order, sent as JSON-RPC batches of at most ``max_batch``.
 
         Items that fail transiently are re-sent; a final error raises :class:`RpcError` for it.
+        ``pick`` maps each non-null result as soon as its chunk is parsed, so that only what
+        it keeps outlives the chunk (a receipt's sender rather than the receipt and its logs).
         """
         chunks = [calls[lo : lo + self._max_batch] for lo in range(0, len(calls), self._max_batch)]
         if len(chunks) == 1:
-            return await self._batch_chunk(chunks[0])
+            return await self._batch_chunk(chunks[0], pick)
         # Chunks go out concurrently (bounded), so a large lookup costs a few round trips.
         sem = asyncio.Semaphore(BATCH_CONCURRENCY)
 
         async def one(chunk: Sequence[tuple[str, list[Any]]]) -> list[Any]:
             async with sem:
-                return await self._batch_chunk(chunk)
+                return await self._batch_chunk(chunk, pick)
 
         parts = await asyncio.gather(*(one(c) for c in chunks))
         return [r for part in parts for r in part]
@@ -227,7 +233,9 @@ class RpcClient:
 
         return await self._retrying(method, attempt, max_timeouts)
 
-    async def _batch_chunk(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+    async def _batch_chunk(
+        self, calls: Sequence[tuple[str, list[Any]]], pick: Callable[[Any], Any] | None = None
+    ) -> list[Any]:
         ids = [next(self._ids) for _ in calls]
         done: dict[int, Any] = {}  # position in `calls` -> result, kept across retries
 
@@ -248,7 +256,8 @@ class RpcClient:
             for i in todo:
                 item = by_id.get(ids[i], {})
                 if "result" in item:
-                    done[i] = item["result"]
+                    result = item["result"]
+                    done[i] = pick(result) if pick is not None and result is not None else result
                     continue
                 self._errors[calls[i][0]] += 1
                 exc = (

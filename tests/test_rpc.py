@@ -117,6 +117,29 @@ def test_answers_equal_direct_anvil(anvil: Anvil) -> None:
     assert stats.errors == {} and stats.retries == 0 and stats.failovers == 0
 
 
+def test_batch_pick_keeps_only_what_it_picks(anvil: Anvil) -> None:
+    """``pick`` maps each result as its chunk is parsed (here a receipt to its sender), leaves
+    null results null, and keeps what it picked across the re-sends of a faulty connection."""
+    make_logs(anvil, calls=9)
+    head = int(anvil.rpc("eth_blockNumber"), 16)
+    txs = [t for n in range(1, head + 1)
+           for t in anvil.rpc("eth_getBlockByNumber", [hex(n), False])["transactions"]]
+    calls = [("eth_getTransactionReceipt", [t]) for t in txs]
+    calls.insert(3, ("eth_getTransactionReceipt", ["0x" + "ab" * 32]))  # no such transaction
+    want = [anvil.rpc("eth_getTransactionReceipt", list(p))["from"] if p[0] != "0x" + "ab" * 32
+            else None for _, p in calls]
+    assert len(calls) > 9 and want.count(None) == 1
+
+    async def go(url: str) -> list[Any]:
+        async with RpcClient([url], timeout=0.5, max_batch=4, **FAST) as rpc:
+            return await rpc.batch(calls, pick=lambda r: ("picked", r["from"]))
+
+    assert asyncio.run(go(anvil.url)) == [w and ("picked", w) for w in want]
+    with FaultProxy(anvil.url, Faults(http_429_every=2, truncate_every=3)) as proxy:
+        assert asyncio.run(go(proxy.url)) == [w and ("picked", w) for w in want]
+    assert proxy.counts["http_429"] >= 1
+
+
 FAULT_KINDS = {
     "http_429": Faults(http_429_every=2),
     "http_502": Faults(http_502_every=2),
