@@ -95,7 +95,9 @@ def index(
     from indexer.writer_start import prestart
 
     s = settings_or_exit(config)
-    prestart(s.database_url)  # the writer process imports while this one does
+    # The writer process imports while this one does; the console script started it already
+    # (api.entry), or it starts now. An in-memory database gets none.
+    prestart(s.database_url)
     from indexer.runner import follow, index_once, open_store, select_chains, summarize, tune_gc
 
     tune_gc()

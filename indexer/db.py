@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from indexer.errors import ConfigError
+from indexer.writer_start import in_process_only
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -27,10 +28,17 @@ def is_sqlite(url: str) -> bool:
 def make_engine(url: str, **kw: Any) -> sa.Engine:
     """An engine with the pragmas corlens relies on (WAL and a busy timeout on SQLite)."""
     if is_sqlite(url):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30}, **kw)
+        memory = in_process_only(url)
+        if not memory:  # a new file's directory is made; in memory there is none to make
+            Path(url.split("///", 1)[-1].split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
+        connect_args: dict[str, Any] = {"timeout": 30}
+        if memory:
+            # Each new connection to an in-memory database opens an empty one of its own: every
+            # thread (the indexer writes ranges from a worker thread) shares the one connection.
+            # Its users take turns: the sync loop waits for a range's write before it reads.
+            kw.setdefault("poolclass", sa.pool.StaticPool)
+            connect_args["check_same_thread"] = False
+        engine = sa.create_engine(url, connect_args=connect_args, **kw)
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -19,6 +19,7 @@ from typing import IO, Any
 import sqlalchemy as sa
 
 from indexer.db import is_sqlite
+from indexer.writer_start import in_process_only
 
 
 def lock_key(chain_id: int) -> int:
@@ -42,6 +43,8 @@ class WriterLock:
         self._file: IO[str] | None = None
 
     def try_acquire(self) -> bool:
+        if in_process_only(self.url):
+            return True  # a database in memory is this process's alone: no one to exclude
         if is_sqlite(self.url):
             return self._try_file()
         return self._try_pg()

@@ -32,6 +32,7 @@ ADDRESS_GETTERS = {
     "SessionPayment": "getSessionPaymentAddress",
     "NodePool": "getNodePoolAddress",
 }
+HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 # eth_getLogs ranges one step may take when following the head, and during a backfill (whose
@@ -158,7 +159,16 @@ class ChainIndexer:
                     f"chains[{self.chain.name}].contracts.{name}.address",
                     f"not set and SessionV2.{getter}() failed: {e}",
                 ) from None
-            addr = "0x" + out[-40:].lower()
+            word = out[2:] if isinstance(out, str) and out.startswith("0x") else ""
+            if len(word) < 64 or any(c not in HEX_DIGITS for c in word):
+                # No contract there (an empty answer), or not SessionV2.
+                raise ConfigError(
+                    f"chains[{self.chain.name}].contracts.SessionV2.address",
+                    f"SessionV2.{getter}() at {self.addresses['SessionV2']} answered "
+                    f"{out[:20]!r}, not an address: check that this is SessionV2's address on "
+                    f"this chain (chain {self.chain_id}), or set contracts.{name}.address",
+                )
+            addr = "0x" + word[-40:].lower()
             if int(addr, 16) != 0:
                 self.addresses[name] = addr
 

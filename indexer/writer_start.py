@@ -1,8 +1,9 @@
 """Starting the writer process (:mod:`indexer.writer_proc`) ahead of need.
 
-Light on purpose (no database imports): ``corlens index`` starts the child before loading the
-rest of the indexer, so that the child's imports run beside its own and the child is ready
-when the first range is. The next :class:`~indexer.writer_proc.ProcessWriter` adopts it.
+Light on purpose (no database imports): ``corlens index`` starts the child before loading
+anything else (:mod:`api.entry`), so that the child's imports run beside its own and the child
+is ready when the first range is. The next :class:`~indexer.writer_proc.ProcessWriter` adopts
+it.
 """
 
 from __future__ import annotations
@@ -36,10 +37,22 @@ def start_writer() -> subprocess.Popen[bytes]:
     )
 
 
-def prestart(database_url: str) -> None:
-    """Start a writer process now for the next ProcessWriter (none for an in-memory
-    database). Unadopted, it ends when this process does (its input closes)."""
-    if not in_process_only(database_url) and not _prestarted:
+def prestart(database_url: str | None = None) -> None:
+    """Start a writer process now for the next ProcessWriter, unless one waits already.
+
+    Without a URL (the config is not read yet) one is started anyway; a later call with the
+    URL of an in-memory database stops it, since no writer process could reach that. Unadopted,
+    a writer process ends when this process does (its input closes)."""
+    if database_url is not None and in_process_only(database_url):
+        while _prestarted:  # it has not been told any URL: stopping it loses nothing
+            proc = _prestarted.pop()
+            proc.kill()
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+        return
+    if not _prestarted:
         _prestarted.append(start_writer())
 
 

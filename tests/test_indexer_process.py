@@ -22,7 +22,8 @@ from indexer.db import make_engine
 from tests.indexing import devnet_settings, dump, index, write_config
 from tests.test_indexer_chain import more_tasks
 
-CORLENS = [sys.executable, "-m", "api.cli"]
+# The console script's own entry point: `index` starts its writer process there, first.
+CORLENS = [sys.executable, "-m", "api.entry"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -167,6 +168,13 @@ def test_cli_errors_name_what_to_fix(anvil: Anvil, tmp_path: Path, pg_url: str) 
     assert r.returncode == 2 and "chains[local].chain_id" in r.stderr, r.stderr
     assert "reports chain 31337" in r.stderr
 
+    # No contract at the SessionV2 address (an address of another chain, say): its getters
+    # answer nothing, which names the key to check rather than failing on the empty answer.
+    nocode = write_config(tmp_path / "n.yaml", anvil.url, addrs, f"sqlite:///{tmp_path}/n.db")
+    r = run_cli("index", "--once", "--config", nocode)
+    assert r.returncode == 2 and "contracts.SessionV2.address" in r.stderr, r.stderr
+    assert "getSessionQueueAddress() at 0x1111" in r.stderr and "Traceback" not in r.stderr
+
     dead = write_config(tmp_path / "d.yaml", "http://127.0.0.1:9/secret-key", addrs,
                         f"sqlite:///{tmp_path}/d.db", rpc_timeout=0.5)
     env_fast = dict(os.environ)
@@ -183,6 +191,24 @@ def test_cli_errors_name_what_to_fix(anvil: Anvil, tmp_path: Path, pg_url: str) 
 
     r = run_cli("index", "--once", "--config", old, "--chain", "nope")
     assert r.returncode == 2 and "--chain" in r.stderr and "local" in r.stderr
+
+
+def test_index_into_a_database_in_memory_writes_in_process(devnet: Any, tmp_path: Path
+                                                          ) -> None:
+    """The console script starts the writer process before the config is read; a database in
+    memory cannot be reached from it, so it is stopped and the run writes in-process, from
+    a worker thread that shares the loop's one connection (a connection of its own would open
+    an empty database)."""
+    node, dep, _ = devnet
+    cfg = write_config(tmp_path / "m.yaml", node.url, dep.addresses, "sqlite://",
+                       start_block=dep.start_block)
+    r = run_cli("index", "--once", "--json", "--config", cfg)
+    assert r.returncode == 0, r.stderr
+    (summary,) = json.loads(r.stdout)
+    assert summary["cursor"] == int(node.rpc("eth_blockNumber"), 16)
+    assert summary["tasks"] == 6 and summary["events"] > 0
+    assert "Traceback" not in r.stderr
+    assert not (ROOT / "sqlite:").exists()  # no directory made for a file that is not one
 
 
 def test_demo_runs_and_summarises(tmp_path: Path) -> None:

@@ -334,7 +334,7 @@ def test_sqlite_pages_reach_the_database_file_while_writing(tmp_path: object) ->
 
 
 def test_a_prestarted_writer_is_adopted(tmp_path: object) -> None:
-    """`corlens index` starts the writer process before loading the indexer; the next
+    """`corlens index` starts the writer process before loading anything else; the next
     ProcessWriter takes that one rather than starting another. An in-memory database gets
     none: no other process could reach it."""
     from indexer import writer_start
@@ -347,11 +347,21 @@ def test_a_prestarted_writer_is_adopted(tmp_path: object) -> None:
     assert not writer_start.in_process_only("postgresql+psycopg://u@h/db")
     writer_start.prestart("sqlite://")
     assert writer_start.take_prestarted() is None
+    # The console script starts one before the config is read (api.entry); an in-memory
+    # database then stops it.
+    writer_start.prestart()
+    early = writer_start._prestarted[0]
+    writer_start.prestart("sqlite:///:memory:")
+    assert writer_start.take_prestarted() is None
+    assert early.poll() is not None and early.stdin is not None and early.stdin.closed
+    # A database on disk keeps it: the same process is adopted, told the URL only then.
+    writer_start.prestart()
+    early_pid = writer_start._prestarted[0].pid
     url = fresh_sqlite(tmp_path, "a.db")
     writer_start.prestart(url)
-    prestarted = writer_start._prestarted[0].pid
+    assert [p.pid for p in writer_start._prestarted] == [early_pid]
     with ProcessWriter(url) as w:
-        assert w.pid == prestarted and writer_start.take_prestarted() is None
+        assert w.pid == early_pid and writer_start.take_prestarted() is None
         assert w.write_batch(lifecycle()[0]) == 1
 
 
