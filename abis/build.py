@@ -1,6 +1,7 @@
 """Compile the devnet contracts in abis/src with the pinned solcjs and write their artifacts.
 
-    python abis/build.py              # rewrite abis/<Contract>.json and abis/bin/<Contract>.bin
+    python abis/build.py              # rewrite abis/<Contract>.json, abis/bin/<Contract>.bin
+                                      # and abis/bin/keccak.json (their signatures' hashes)
     python abis/build.py --check      # exit 1 listing artifacts that differ from a fresh build
     python abis/build.py --out DIR    # write DIR/<Contract>.json and DIR/bin/<Contract>.bin
 
@@ -103,10 +104,19 @@ def compile_sources(src_dir: Path = SRC_DIR) -> dict[str, tuple[list[Any], str]]
 
 def render(built: dict[str, tuple[list[Any], str]]) -> dict[str, str]:
     """Artifact text keyed by path relative to the output directory."""
+    from eth_hash.auto import keccak
+
     files: dict[str, str] = {}
+    hashes: dict[str, str] = {}
     for name, (abi, bytecode) in built.items():
         files[f"{name}.json"] = json.dumps(abi, indent=2, sort_keys=True) + "\n"
         files[f"bin/{name}.bin"] = bytecode + "\n"
+        for entry in abi:
+            if entry["type"] in ("event", "function"):
+                sig = f"{entry['name']}({','.join(_type_str(p) for p in entry['inputs'])})"
+                hashes[sig] = "0x" + keccak(sig.encode()).hex()
+    # The keccak-256 of every event and function signature, for indexer.abi.signature_hash.
+    files["bin/keccak.json"] = json.dumps(hashes, indent=1, sort_keys=True) + "\n"
     return files
 
 

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from api import entry
 from api.cli_opts import ConfigOpt, JsonOpt
 from indexer.config import Settings, load_settings
 from indexer.errors import ConfigError, IndexerError
@@ -271,7 +272,8 @@ def _register_commands() -> None:
     register_gateway(app, _gateway_hooks())
 
 
-_register_commands()
+if not entry.INDEX_ONLY:
+    _register_commands()
 
 
 def main() -> None:

@@ -12,11 +12,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eth_hash.auto import keccak  # eth_utils' own keccak, without eth_utils' import time
-
 from indexer.errors import ConfigError
 
 ABI_DIR = Path(__file__).resolve().parent.parent / "abis"
+# Signature -> keccak-256 of every event and function of the ABIs in abis/, written by
+# abis/build.py (tests/test_abis.py checks each value).
+KECCAK_CACHE = ABI_DIR / "bin" / "keccak.json"
+_hashes: dict[str, str] = {}
+
+
+def signature_hash(signature: str) -> str:
+    """The keccak-256 of an event or function signature, as 0x hex.
+
+    Read from :data:`KECCAK_CACHE` for the signatures of corlens's own ABIs, computed for any
+    other: the first hash computed loads the keccak backend, whose first load runs ``file`` on
+    the Python binary (pycryptodome checks the architecture), 70 ms of every ``corlens index``
+    start before its first request."""
+    if not _hashes:
+        try:
+            _hashes.update(json.loads(KECCAK_CACHE.read_text()))
+        except (OSError, ValueError):  # no cache: every hash is computed
+            _hashes["?"] = ""
+    h = _hashes.get(signature)
+    if h is None:
+        from eth_hash.auto import keccak  # eth_utils' own keccak, without eth_utils' import
+
+        h = _hashes[signature] = "0x" + keccak(signature.encode()).hex()
+    return h
 
 
 @dataclass(frozen=True)
@@ -52,7 +74,7 @@ class EventSpec:
 
     @property
     def topic0(self) -> str:
-        return "0x" + keccak(self.signature.encode()).hex()
+        return signature_hash(self.signature)
 
 
 def param_of(raw: dict[str, Any]) -> Param:
@@ -109,7 +131,7 @@ def function_selector(abi: list[dict[str, Any]], name: str) -> tuple[str, dict[s
     for item in abi:
         if item.get("type") == "function" and item.get("name") == name:
             sig = f"{name}({','.join(param_of(p).canonical_type() for p in item['inputs'])})"
-            return "0x" + keccak(sig.encode())[:4].hex(), item
+            return signature_hash(sig)[:10], item
     raise KeyError(name)
 
 

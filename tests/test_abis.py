@@ -57,10 +57,37 @@ def test_artifacts_match_a_fresh_build(tmp_path: Path) -> None:
     committed = sorted(
         [p.relative_to(ABIS) for p in ABIS.glob("*.json")]
         + [p.relative_to(ABIS) for p in (ABIS / "bin").glob("*.bin")]
+        + [p.relative_to(ABIS) for p in (ABIS / "bin").glob("*.json")]
     )
     assert fresh == committed
     for rel in fresh:
         assert (tmp_path / rel).read_text() == (ABIS / rel).read_text(), f"abis/{rel} is stale"
+
+
+def test_signature_hashes_are_the_keccak_of_their_signatures() -> None:
+    """abis/bin/keccak.json holds every event and function signature of the committed ABIs
+    with its keccak-256, so that indexing starts without loading a keccak backend; any other
+    signature is hashed when asked."""
+    from indexer.abi import KECCAK_CACHE, signature_hash
+
+    cache = json.loads(KECCAK_CACHE.read_text())
+    for sig, h in cache.items():
+        assert h == "0x" + keccak(text=sig).hex(), sig
+    for path in ABIS.glob("*.json"):
+        for entry in json.loads(path.read_text()):
+            if entry["type"] in ("event", "function"):
+                assert f"{entry['name']}({','.join(_type(p) for p in entry['inputs'])})" in cache
+    other = "NotInAnyAbi(uint8,(address,bytes32)[])"
+    assert other not in cache
+    assert signature_hash(other) == "0x" + keccak(text=other).hex()
+    # Topics of every committed ABI come from the cache: no keccak backend is loaded.
+    probe = ("import sys; from indexer.abi import ABI_DIR, events_of, load_abi; "
+             "[s.topic0 for p in sorted(ABI_DIR.glob('*.json')) "
+             "for s in events_of(p.stem, load_abi(p))]; "
+             "print(sorted(m for m in sys.modules if m.startswith(('eth_hash', 'Crypto'))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 @pytest.mark.parametrize("name", PUBLIC)
