@@ -32,15 +32,15 @@ from api.payouts_view import payment_doc
 from api.pg_async import AsyncPgPool, Coalescer
 from indexer.config import ChainConfig
 from indexer.finality import finality_of
-from indexer.models import (
+from indexer.project import TASK_STATUSES
+from indexer.rows import chain_order
+from indexer.schema import (
     LIFECYCLE_MINER_COLS,
     LIFECYCLE_PAYMENT_COLS,
     LIFECYCLE_STEP_COLS,
     MINER_ACTIONS,
     TASK_COPIES,
 )
-from indexer.project import TASK_STATUSES
-from indexer.rows import chain_order
 
 KEY = ("chain_id", "session_id", "task_id")  # the task's primary key, the statement's parameters
 TASK_COLS = ("global_id", "client_reference", "task_data", "status", "force_ended")

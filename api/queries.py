@@ -12,7 +12,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from indexer.models import (
-    TASK_COPIES,
     Block,
     ChainState,
     Event,
@@ -26,6 +25,7 @@ from indexer.models import (
     TaskStep,
     table,
 )
+from indexer.schema import TASK_COPIES
 
 Row = dict[str, Any]
 

@@ -31,9 +31,9 @@ import sqlalchemy as sa
 from indexer.abi import ABI_DIR, EventSpec, events_of, load_abi
 from indexer.decode import DecodedEvent, Registry
 from indexer.finality import promote_between
-from indexer.models import Block, ChainState
 from indexer.project import Projector
 from indexer.store import Batch, Store
+from indexer.tables import Block, ChainState
 
 SESSIONS = 1_000  # tasks are spread round-robin over this many sessions
 TASKS_PER_BLOCK = 10  # new submissions per block: ~90 txs / ~100 logs per block
@@ -214,7 +214,7 @@ def write_rows(store: Store, chain_id: int, tasks: int, a: int, b: int) -> int:
     cursor = head if b >= tasks else b // TASKS_PER_BLOCK + 1
     proj = Projector(chain_id)
     proj.apply_all(events)
-    st = ChainState.__table__
+    st = ChainState
     blocks = range(1 if a == 0 else start_block(a), start_block(b - 1) + TXS)
     with store.engine.begin() as conn:
         store._upsert(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from indexer.models import Block, ChainState, table
+from indexer.tables import Block, ChainState
 
 
 def finality_of(block: int, safe: int | None, finalized: int | None) -> str:
@@ -23,7 +23,7 @@ def finality_of(block: int, safe: int | None, finalized: int | None) -> str:
 
 def read_marks(conn: sa.Connection, chain_id: int) -> tuple[int, int]:
     """(safe, finalized) as recorded before this transaction changes them."""
-    st = table(ChainState)
+    st = ChainState
     row = conn.execute(
         sa.select(st.c.safe_block, st.c.finalized_block).where(st.c.chain_id == chain_id)
     ).first()
@@ -41,7 +41,7 @@ def promote_between(
     tags. Blocks at or below a recorded mark were promoted when it was recorded, or stored
     with their finality since: each call touches the new blocks only, not the whole
     history (a scan that grew with every block stored)."""
-    b = table(Block)
+    b = Block
     old_safe, old_final = marks
     # Finalized first: a block that is both becomes "finalized", never "safe" after it.
     for new, old, level, unless in (

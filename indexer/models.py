@@ -12,8 +12,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from indexer.schema import BigId
 
 
 def table(model: Any) -> Any:
@@ -23,10 +25,6 @@ def table(model: Any) -> Any:
 
 def _big(**kw: Any) -> Any:
     return Field(sa_type=BigInteger, **kw)
-
-
-# BIGINT ids on PostgreSQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements.
-BigId = BigInteger().with_variant(Integer, "sqlite")
 
 
 def _id() -> Any:
@@ -163,37 +161,6 @@ class Task(SQLModel, table=True):
     miners_json: str | None = Field(default=None, sa_type=Text)
     # Its payment rows (LIFECYCLE_PAYMENT_COLS), rewritten when a payment for it is stored.
     payments_json: str | None = Field(default=None, sa_type=Text)
-
-
-# Task columns that copy its child rows for the lifecycle route; not read by anything else.
-TASK_COPIES = ("steps_json", "miners_json", "payments_json")
-# What a task's lifecycle document shows of each step and miner row, in this order.
-LIFECYCLE_STEP_COLS = (
-    "step",
-    "event",
-    "tx_hash",
-    "block_number",
-    "block_time",
-    "log_index",
-    "actor",
-)
-MINER_ACTIONS = ("ack", "precommit", "commit")
-LIFECYCLE_MINER_COLS = (
-    "miner",
-    *(f"{a}_{c}" for a in MINER_ACTIONS for c in ("tx", "block", "log_index")),
-)
-LIFECYCLE_PAYMENT_COLS = (
-    "kind",
-    "tx_hash",
-    "log_index",
-    "session_id",
-    "task_id",
-    "node",
-    "counterparty",
-    "amount",
-    "block_number",
-    "block_time",
-)
 
 
 class TaskStep(SQLModel, table=True):

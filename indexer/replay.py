@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from indexer.decode import DecodedEvent
-from indexer.models import (
+from indexer.project import Projector
+from indexer.tables import (
     Block,
     Event,
     MalformedLog,
@@ -24,9 +25,7 @@ from indexer.models import (
     Task,
     TaskMiner,
     TaskStep,
-    table,
 )
-from indexer.project import Projector
 
 if TYPE_CHECKING:
     from indexer.store import Store
@@ -54,7 +53,7 @@ def row_to_event(r: Any) -> DecodedEvent:
 
 def rollback_in(store: Store, conn: sa.Connection, chain_id: int, fork: int) -> int:
     """Inside the caller's transaction: remove rows above ``fork`` and rebuild touched keys."""
-    e = table(Event)
+    e = Event
     above = (e.c.chain_id == chain_id) & (e.c.block_number > fork)
     tasks = {
         (int(s), int(t))
@@ -100,22 +99,22 @@ def rollback_in(store: Store, conn: sa.Connection, chain_id: int, fork: int) -> 
         (Block, "number"),
         (Payment, "block_number"),
     ):
-        t = table(model)
+        t = model
         conn.execute(t.delete().where(t.c.chain_id == chain_id, t.c[col] > fork))
     for sid, tid in tasks:
-        for t in (table(Task), table(TaskStep), table(TaskMiner)):
+        for t in (Task, TaskStep, TaskMiner):
             conn.execute(
                 t.delete().where(
                     t.c.chain_id == chain_id, t.c.session_id == sid, t.c.task_id == tid
                 )
             )
-    for t in (table(NetworkTask), table(NetworkTaskStep)):
+    for t in (NetworkTask, NetworkTaskStep):
         if rounds:
             conn.execute(t.delete().where(t.c.chain_id == chain_id, t.c.round_id.in_(rounds)))
-    n = table(Node)
+    n = Node
     if nodes:
         conn.execute(n.delete().where(n.c.chain_id == chain_id, n.c.address.in_(nodes)))
-    s = table(Session)
+    s = Session
     if sessions:
         conn.execute(
             s.update()
@@ -139,7 +138,7 @@ def rollback_in(store: Store, conn: sa.Connection, chain_id: int, fork: int) -> 
         )
     if conds:
         proj = Projector(chain_id)
-        b = table(Block)
+        b = Block
         rows = conn.execute(
             sa.select(e, b.c.timestamp)
             .outerjoin(b, (b.c.chain_id == e.c.chain_id) & (b.c.number == e.c.block_number))

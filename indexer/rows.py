@@ -15,12 +15,12 @@ import orjson
 
 from indexer.bulk import json_text
 from indexer.decode import DecodedEvent
-from indexer.models import (
+from indexer.project import Keys, Row, keys_of
+from indexer.schema import (
     LIFECYCLE_MINER_COLS,
     LIFECYCLE_PAYMENT_COLS,
     LIFECYCLE_STEP_COLS,
 )
-from indexer.project import Keys, Row, keys_of
 
 EventRow = tuple[Any, ...]
 EVENT_COLUMNS = (

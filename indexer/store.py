@@ -19,7 +19,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from indexer.bulk import BulkWriter, copy_rows
 from indexer.decode import DecodedEvent, Malformed
 from indexer.finality import finality_of, promote_between, read_marks
-from indexer.models import (
+from indexer.project import Keys, Projector
+from indexer.rows import EVENT_COLUMNS, event_rows, lifecycle_rows
+from indexer.store_io import chunks, load_for, session_facts, set_payments_json
+from indexer.tables import (
     Block,
     ChainState,
     Event,
@@ -32,11 +35,7 @@ from indexer.models import (
     Task,
     TaskMiner,
     TaskStep,
-    table,
 )
-from indexer.project import Keys, Projector
-from indexer.rows import EVENT_COLUMNS, event_rows, lifecycle_rows
-from indexer.store_io import chunks, load_for, session_facts, set_payments_json
 
 TX, LOG = EVENT_COLUMNS.index("tx_hash"), EVENT_COLUMNS.index("log_index")
 # Columns a session snapshot does not carry, for a session first seen through its snapshot.
@@ -79,7 +78,7 @@ class Store:
     # -- helpers ---------------------------------------------------------------------------
     def _insert(self, model: Any) -> Any:
         mod = postgresql if self.dialect == "postgresql" else sqlite
-        return mod.insert(table(model))
+        return mod.insert(model)
 
     def _upsert(
         self,
@@ -92,7 +91,7 @@ class Store:
         ``insert_defaults`` fill the others when the row is new."""
         if not rows:
             return
-        tbl = table(model)
+        tbl = model
         pk = [c.name for c in tbl.primary_key.columns]
         cols = [c for c in rows[0] if c not in pk]
         if insert_defaults:
@@ -107,24 +106,20 @@ class Store:
             conn.execute(stmt, list(chunk))
 
     def _insert_ignore(self, conn: sa.Connection, model: Any, rows: list[dict[str, Any]]) -> None:
-        if rows and self.bulk.supports(table(model)):
-            self.bulk.write(conn, table(model), rows, update=False)
+        if rows and self.bulk.supports(model):
+            self.bulk.write(conn, model, rows, update=False)
         elif rows:
             for chunk in chunks(rows, 2000):
                 conn.execute(self._insert(model).on_conflict_do_nothing(), list(chunk))
 
-    def state(self, chain_id: int) -> ChainState | None:
+    def state(self, chain_id: int) -> sa.Row[Any] | None:
+        """The chain's ``chain_state`` row (its columns as attributes), if any."""
         with self.engine.connect() as conn:
-            row = (
-                conn.execute(
-                    sa.select(table(ChainState)).where(table(ChainState).c.chain_id == chain_id)
-                )
-                .mappings()
-                .first()
-            )
-        return ChainState(**row) if row else None
+            return conn.execute(
+                sa.select(ChainState).where(ChainState.c.chain_id == chain_id)
+            ).first()
 
-    def ensure_state(self, chain_id: int, name: str, start_block: int) -> ChainState:
+    def ensure_state(self, chain_id: int, name: str, start_block: int) -> sa.Row[Any]:
         """The chain's state row, created with the cursor just below ``start_block``."""
         st = self.state(chain_id)
         if st is None:
@@ -156,13 +151,12 @@ class Store:
     # -- the write path --------------------------------------------------------------------
     def write_batch(self, batch: Batch) -> int:
         """Commit one range. Returns the number of new events stored."""
-        ev_t = table(Event)
         with self.engine.begin() as conn:
             existing = set(
                 conn.execute(
-                    sa.select(ev_t.c.tx_hash, ev_t.c.log_index).where(
-                        ev_t.c.chain_id == batch.chain_id,
-                        ev_t.c.block_number.between(batch.from_block, batch.to_block),
+                    sa.select(Event.c.tx_hash, Event.c.log_index).where(
+                        Event.c.chain_id == batch.chain_id,
+                        Event.c.block_number.between(batch.from_block, batch.to_block),
                     )
                 ).all()
             )
@@ -209,7 +203,7 @@ class Store:
             )
             self._project(conn, batch.chain_id, new, keys)
             self._upsert(conn, Session, batch.sessions, SESSION_DEFAULTS)
-            st = table(ChainState)
+            st = ChainState
             marks = read_marks(conn, batch.chain_id)
             values: dict[str, Any] = {
                 "cursor_block": batch.to_block,
@@ -281,7 +275,7 @@ class Store:
     # -- finality --------------------------------------------------------------------------
     def promote(self, chain_id: int, head: int, safe: int, finalized: int) -> None:
         """Record the chain's tags and promote stored blocks that they now cover."""
-        st = table(ChainState)
+        st = ChainState
         with self.engine.begin() as conn:
             marks = read_marks(conn, chain_id)
             conn.execute(
@@ -299,7 +293,7 @@ class Store:
     # -- reorgs ----------------------------------------------------------------------------
     def recent_blocks(self, chain_id: int, above: int) -> list[tuple[int, str]]:
         """Stored (number, hash) above ``above``, newest first: the reorg search space."""
-        b = table(Block)
+        b = Block
         with self.engine.connect() as conn:
             return [
                 (int(n), str(h))
@@ -311,7 +305,7 @@ class Store:
             ]
 
     def sessions_touched_above(self, chain_id: int, fork: int) -> list[int]:
-        e = table(Event)
+        e = Event
         with self.engine.connect() as conn:
             return sorted(
                 int(s)
@@ -341,11 +335,11 @@ class Store:
 
         with self.engine.begin() as conn:
             removed = rollback_in(self, conn, chain_id, fork)
-            s = table(Session)
+            s = Session
             for sid in dropped_sessions:
                 conn.execute(s.delete().where(s.c.chain_id == chain_id, s.c.session_id == sid))
             self._upsert(conn, Session, sessions, SESSION_DEFAULTS)
-            st = table(ChainState)
+            st = ChainState
             conn.execute(
                 st.update()
                 .where(st.c.chain_id == chain_id)

@@ -14,7 +14,9 @@ import orjson
 import sqlalchemy as sa
 
 from indexer.decode import DecodedEvent
-from indexer.models import (
+from indexer.project import Keys, Projector, Row
+from indexer.rows import payments_json
+from indexer.tables import (
     NetworkTask,
     NetworkTaskStep,
     Node,
@@ -23,10 +25,7 @@ from indexer.models import (
     Task,
     TaskMiner,
     TaskStep,
-    table,
 )
-from indexer.project import Keys, Projector, Row
-from indexer.rows import payments_json
 
 # (session, task) pairs per lookup statement: bounds one statement's parameters.
 TUPLE_CHUNK = 5000
@@ -61,9 +60,9 @@ def load_for(
         if e.contract == "NodePool" and k.subject is not None:
             nodes.add(k.subject)
     task_targets: tuple[tuple[sa.Table, dict[Any, Row], str | None], ...] = (
-        (table(Task), proj.tasks, None),
-        (table(TaskStep), proj.steps, "step"),
-        (table(TaskMiner), proj.miners, "miner"),
+        (Task, proj.tasks, None),
+        (TaskStep, proj.steps, "step"),
+        (TaskMiner, proj.miners, "miner"),
     )
     pairs = sorted(task_keys)
     for tbl, target, key in task_targets:
@@ -77,8 +76,8 @@ def load_for(
                 target[(*k2, row[key]) if key else k2] = row
     proj.stored_tasks.update(proj.tasks)
     other: tuple[tuple[sa.Table, dict[Any, Row], str, list[Any]], ...] = (
-        (table(NetworkTask), proj.rounds, "round_id", sorted(rounds)),
-        (table(Node), proj.nodes, "address", sorted(nodes)),
+        (NetworkTask, proj.rounds, "round_id", sorted(rounds)),
+        (Node, proj.nodes, "address", sorted(nodes)),
     )
     for tbl, target2, col, ids in other:
         for chunk in chunks(ids):
@@ -86,7 +85,7 @@ def load_for(
                 sa.select(tbl).where(tbl.c.chain_id == cid, tbl.c[col].in_(chunk))
             ).mappings():
                 target2[r[col]] = dict(r)
-    tbl = table(NetworkTaskStep)
+    tbl = NetworkTaskStep
     for chunk in chunks(sorted(rounds)):
         for r in conn.execute(
             sa.select(tbl).where(tbl.c.chain_id == cid, tbl.c.round_id.in_(chunk))
@@ -139,7 +138,7 @@ def _sqlite_pairs(tbl: sa.Table, names: tuple[str, ...]) -> sa.TextualSelect:
 
 def session_facts(conn: sa.Connection, proj: Projector) -> None:
     """Event-derived session columns (creation tx, deactivation) on top of snapshots."""
-    tbl = table(Session)
+    tbl = Session
     for sid, facts in proj.sessions.items():
         exists = conn.execute(
             sa.select(tbl.c.session_id).where(
@@ -186,7 +185,7 @@ def set_payments_json(dialect: str, conn: sa.Connection, proj: Projector) -> set
     look = sorted(k for k in fresh if k in stored or (*k, "submitted") not in proj.steps)
     earlier: dict[tuple[int, int], list[Row]] = {}
     for chunk in chunks(look, TUPLE_CHUNK):
-        for r in _rows_of_pairs(dialect, conn, table(Payment), proj.chain_id, chunk):
+        for r in _rows_of_pairs(dialect, conn, Payment, proj.chain_id, chunk):
             earlier.setdefault((r["session_id"], r["task_id"]), []).append(dict(r))
     for k in dirty:
         t = proj.tasks[k]

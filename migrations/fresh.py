@@ -17,10 +17,7 @@ def create_fresh(engine: sa.Engine, revision: str) -> bool:
     """Create every table and stamp ``revision`` if the database has no table yet; in one
     transaction, so a concurrent creator makes this one fail rather than half-apply. Returns
     False, changing nothing, when the database is not empty."""
-    from sqlmodel import SQLModel
-
-    import gateway.models  # noqa: F401  (registers the gateway's tables)
-    import indexer.models  # noqa: F401  (registers the indexer's tables)
+    from indexer.tables import metadata  # the models' tables in Core, without SQLModel
 
     with engine.connect() as conn:
         # The sqlite3 module runs DDL outside any transaction of its own: take the write lock
@@ -30,7 +27,7 @@ def create_fresh(engine: sa.Engine, revision: str) -> bool:
             if sa.inspect(conn).get_table_names():
                 conn.rollback()
                 return False
-            SQLModel.metadata.create_all(conn)
+            metadata.create_all(conn)
             conn.exec_driver_sql(
                 "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
                 "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"

@@ -89,7 +89,7 @@ def write_config(path: Any, rpc_url: str, addresses: dict[str, str], db_url: str
 def check_lifecycle_copies(engine: sa.Engine, chain_id: int = 31337) -> int:
     """Every task's JSON copies (task.steps_json, task.miners_json) hold exactly its task_step
     and task_miner rows. Returns the number of tasks checked."""
-    from indexer.models import LIFECYCLE_MINER_COLS, LIFECYCLE_PAYMENT_COLS, LIFECYCLE_STEP_COLS
+    from indexer.schema import LIFECYCLE_MINER_COLS, LIFECYCLE_PAYMENT_COLS, LIFECYCLE_STEP_COLS
 
     def rows_of(conn: sa.Connection, table: str, cols: tuple[str, ...]) -> dict[Any, list[Any]]:
         out: dict[Any, list[Any]] = {}

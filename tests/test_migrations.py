@@ -121,3 +121,38 @@ def test_0004_0005_fill_the_lifecycle_json_of_existing_tasks(db_url: str) -> Non
         assert tuple(empty) == ("[]", "[]", "[]")
     finally:
         engine.dispose()
+
+
+def test_core_tables_mirror_the_models() -> None:
+    """indexer/tables.py (what the indexing processes use, without SQLModel) is current with
+    the models, and every table, index and column default renders alike from both, on both
+    backends. The indexing processes then load neither SQLModel nor the ORM."""
+    import subprocess
+    import sys
+
+    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    from indexer import tables, tables_gen
+
+    assert tables_gen.render() == tables_gen.TARGET.read_text(), (
+        "indexer/tables.py is stale: run `python -m indexer.tables_gen`")
+    models = SQLModel.metadata.tables
+    assert sorted(tables.metadata.tables) == sorted(models)
+    for name, mirror in tables.metadata.tables.items():
+        model = models[name]
+        for dialect in (sqlite.dialect(), postgresql.dialect()):
+            assert (str(CreateTable(mirror).compile(dialect=dialect))
+                    == str(CreateTable(model).compile(dialect=dialect))), name
+            assert (sorted(str(CreateIndex(i).compile(dialect=dialect)) for i in mirror.indexes)
+                    == sorted(str(CreateIndex(i).compile(dialect=dialect))
+                              for i in model.indexes)), name
+        for col in model.columns:
+            got, want = mirror.c[col.name].default, col.default
+            assert getattr(got, "arg", None) == getattr(want, "arg", None), f"{name}.{col.name}"
+    probe = ("import sys, api.entry, api.cli, indexer.runner, indexer.writer_proc, "
+             "migrations.fresh; print(sorted(m for m in sys.modules if m.startswith("
+             "('sqlmodel', 'sqlalchemy.orm', 'indexer.models', 'gateway.models'))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]", out.stdout
