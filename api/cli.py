@@ -175,9 +175,28 @@ def serve(
     except ConfigError as e:
         raise fail(2, f"config {e}") from None
     try:
+        check_database(s.database_url)
+    except ConfigError as e:
+        raise fail(1 if "upgrade" in e.problem else 2, f"config {e}") from None
+    try:
         uvicorn.run(application, host=host, port=port, log_level="warning")
     except ConfigError as e:
         raise fail(1 if "upgrade" in e.problem else 2, f"config {e}") from None
+
+
+def check_database(url: str) -> None:
+    """Reach the database, and bring a SQLite file to the schema, before a server starts: a
+    failure inside the server's own start-up would end it with a traceback."""
+    from indexer.db import ensure_schema, make_engine
+    from indexer.writer_start import in_process_only
+
+    if in_process_only(url):  # the server's own, made when it starts
+        return
+    engine = make_engine(url)
+    try:
+        ensure_schema(url, engine)
+    finally:
+        engine.dispose()
 
 
 @db_app.command("upgrade")

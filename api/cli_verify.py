@@ -17,6 +17,8 @@ from rich.markup import escape
 
 from api.cli_opts import ConfigOpt, JsonOpt
 
+MAX_ID = 2**63 - 1  # ids are BIGINT in SQL
+
 if TYPE_CHECKING:  # loaded when the command runs
     from api.routes_verify import StepVerification, TaskVerification
 
@@ -37,8 +39,8 @@ def register(app: typer.Typer) -> None:
 
 def verify_task_command(
     chain: Annotated[str, typer.Argument(help="A configured chain name.")],
-    session: Annotated[int, typer.Argument(min=0, help="SessionV2 session id.")],
-    task: Annotated[int, typer.Argument(min=0, help="Task id within the session.")],
+    session: Annotated[int, typer.Argument(min=0, max=MAX_ID, help="SessionV2 session id.")],
+    task: Annotated[int, typer.Argument(min=0, max=MAX_ID, help="Task id within the session.")],
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -57,7 +57,7 @@ def after_key(token: str | None) -> int | None:
         (key,) = decode_token(token, 1)
     except BadToken:
         raise bad_field("next", "not a token this API issued") from None
-    if not isinstance(key, int):
+    if not isinstance(key, int) or isinstance(key, bool) or not -1 <= key <= MAX_ID:
         raise bad_field("next", "not a token this API issued")
     return key
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -39,6 +40,8 @@ CSV_CHUNK = 1000  # rows per keyset query while streaming CSV: memory stays flat
 AMOUNTS_TIMEOUT_S = 60.0  # rule 6 gives up (and says so) rather than hang the report
 CSV_COLUMNS = list(PaymentOut.model_fields)
 Kind = Literal["deposit", "network", "allocation", "withdrawal"]
+# A stored transaction hash (lowercase): all a page token's third part can be.
+TX_HASH = re.compile(r"0x[0-9a-f]{64}")
 BlockNo = Annotated[int | None, Query(ge=0, le=MAX_ID)]
 Seconds = Annotated[int | None, Query(ge=0, le=MAX_ID, description="Block time, unix seconds")]
 PAYMENT = q.PAYMENT
@@ -254,7 +257,7 @@ def _after(token: str | None) -> list[Any] | None:
         and isinstance(tx, str)
         and 0 <= block <= MAX_ID
         and 0 <= log_index <= MAX_ID
-        and len(tx) <= 66
+        and TX_HASH.fullmatch(tx) is not None
     ):
         raise bad_field("next", "not a token this API issued")
     return key

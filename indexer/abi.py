@@ -94,9 +94,18 @@ def load_abi(path: Path) -> list[dict[str, Any]]:
         raise ConfigError(str(path), "ABI file not found") from None
     except json.JSONDecodeError as e:
         raise ConfigError(str(path), f"is not valid JSON: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "is not UTF-8 text: give an ABI JSON file") from None
+    except OSError as e:
+        raise ConfigError(str(path), f"cannot be read: {e.strerror}") from None
     abi = data.get("abi") if isinstance(data, dict) else data
-    if not isinstance(abi, list):
-        raise ConfigError(str(path), "holds no ABI array")
+    if not isinstance(abi, list) or not all(isinstance(item, dict) for item in abi):
+        raise ConfigError(str(path), "holds no ABI array (a list of objects)")
+    for i, item in enumerate(abi):
+        if item.get("type") in ("event", "function") and not (
+            isinstance(item.get("name"), str) and isinstance(item.get("inputs", []), list)
+        ):
+            raise ConfigError(str(path), f"ABI entry {i} ({item.get('type')}) has no name")
     return abi
 
 

@@ -10,16 +10,20 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from indexer.errors import ConfigError
+from indexer.errors import ConfigError, redact_url
 
 ENV_PREFIX = "CORLENS_"
 DEFAULT_CONFIG = "corlens.yaml"
 ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+HEX_RE = re.compile(r"^0x[0-9a-fA-F]+$")
+# Ids and block numbers are BIGINT columns.
+MAX_INT64 = 2**63 - 1
 ENV_REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 ExplorerKind = Literal["etherscan", "blockscout", "corlens"]
@@ -64,7 +68,7 @@ class EventMap(BaseModel):
 class ContractConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     address: str | None = None
-    start_block: int | None = Field(default=None, ge=0)
+    start_block: int | None = Field(default=None, ge=0, le=MAX_INT64)
     abi: str | None = None  # path to an ABI JSON file; default abis/<name>.json
     events: dict[str, EventMap] = Field(default_factory=dict)  # corlens event name -> ABI's
 
@@ -80,19 +84,20 @@ class ChainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     preset: Literal["testnet0", "testnet1a", "local"] | None = None
-    chain_id: int | None = None
-    parent_chain_id: int | None = None
+    chain_id: int | None = Field(default=None, ge=1, le=MAX_INT64)
+    parent_chain_id: int | None = Field(default=None, ge=1, le=MAX_INT64)
     rpc_urls: list[str] = Field(min_length=1)
     explorer_url: str | None = None
     explorer_kind: ExplorerKind | None = None
     dashboard_url: str | None = None
     finality: Literal["tags", "depth"] | None = None
-    confirmations: int = Field(default=64, ge=0)  # the depth fallback when tags are missing
-    max_reorg_depth: int = Field(default=256, ge=1)
-    start_block: int = Field(default=0, ge=0)
-    max_block_range: int = Field(default=10_000, ge=1)
-    poll_interval: float = Field(default=2.0, gt=0)
-    rpc_timeout: float = Field(default=20.0, gt=0)
+    # the depth fallback when tags are missing
+    confirmations: int = Field(default=64, ge=0, le=MAX_INT64)
+    max_reorg_depth: int = Field(default=256, ge=1, le=MAX_INT64)
+    start_block: int = Field(default=0, ge=0, le=MAX_INT64)
+    max_block_range: int = Field(default=10_000, ge=1, le=MAX_INT64)
+    poll_interval: float = Field(default=2.0, gt=0, le=86_400)  # seconds
+    rpc_timeout: float = Field(default=20.0, gt=0, le=3_600)
     # Read the sender of router/client step transactions (one batched call per range), so every
     # lifecycle step names its actor; off saves those calls on a bulk backfill.
     resolve_actors: bool = True
@@ -106,6 +111,13 @@ class ChainConfig(BaseModel):
                 raise ValueError(
                     f"RPC URL must start with http:// or https:// (got {url[:8]!r}...)"
                 )
+            try:
+                parts = urlsplit(url)
+                parts.port  # noqa: B018  (raises on a port that is not a number in range)
+            except ValueError as e:
+                raise ValueError(f"not a valid URL ({e}): {redact_url(url)}") from None
+            if not parts.hostname or any(c.isspace() for c in url):
+                raise ValueError(f"not a valid URL (no host, or spaces): {redact_url(url)}")
         return v
 
     @model_validator(mode="after")
@@ -148,7 +160,13 @@ class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_settings`."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+        # A token or URL given as digits (CORLENS_ADMIN_TOKEN=123456, or unquoted in YAML)
+        # is still the string it stands for.
+        coerce_numbers_to_str=True,
     )
     database_url: str = "sqlite:///corlens.db"
     redis_url: str | None = None
@@ -163,10 +181,22 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _db(cls, v: str) -> str:
+        usage = "use sqlite:///PATH, sqlite:// (in memory) or postgresql+psycopg://USER@HOST/DB"
         if not v.startswith(("sqlite://", "postgresql+psycopg://", "postgresql://")):
-            raise ValueError("use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+            raise ValueError(usage)
         if v.startswith("postgresql://"):
             v = "postgresql+psycopg://" + v[len("postgresql://") :]
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(v)
+            url.port  # noqa: B018  (parsed lazily: a port that is not a number raises here)
+        except (ArgumentError, ValueError) as e:
+            raise ValueError(f"{usage} ({e})") from None
+        if v.startswith("sqlite") and (url.host or url.port or url.username):
+            # sqlite://host/x.db: SQLite has no host; three slashes start a path.
+            raise ValueError(f"a SQLite URL names no host: {usage}")
         return v
 
     @model_validator(mode="after")
@@ -223,10 +253,25 @@ def expand_env_refs(value: Any, env: dict[str, str], key: str = "") -> Any:
 
 
 def _env_value(raw: str) -> Any:
+    if HEX_RE.match(raw):  # an address or hash, not YAML's hexadecimal integer
+        return raw
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
+
+
+def _key(node: dict[str, Any], part: str, parent: str) -> str:
+    """The key of ``node`` that the lowercased ``part`` of a variable's name means: an existing
+    key in any case, a contract by its name, else ``part``."""
+    for k in node:
+        if str(k).lower() == part:
+            return str(k)
+    if parent == "contracts":
+        for name in CONTRACT_NAMES:
+            if name.lower() == part:
+                return name
+    return part
 
 
 def apply_env_overrides(data: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
@@ -252,10 +297,11 @@ def apply_env_overrides(data: dict[str, Any], env: dict[str, str]) -> dict[str, 
                 if last:
                     raise ConfigError(var, "names a chain; add the key to set, e.g. __RPC_URLS")
                 continue
+            key = _key(node, part, path[i - 1] if i else "")
             if last:
-                node[part] = _env_value(raw)
+                node[key] = _env_value(raw)
             else:
-                node = node.setdefault(part, {})
+                node = node.setdefault(key, {})
                 if not isinstance(node, dict | list):
                     raise ConfigError(var, f"{part} is not a section")
     return data
@@ -294,6 +340,10 @@ def load_settings(
             loaded = yaml.safe_load(file.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(str(file), f"is not valid YAML: {e}") from e
+        except UnicodeDecodeError:
+            raise ConfigError(str(file), "is not UTF-8 text: give the YAML config file") from None
+        except OSError as e:
+            raise ConfigError(str(file), f"cannot be read: {e.strerror}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(str(file), "must hold a mapping at the top level")
         data = loaded

@@ -30,7 +30,13 @@ def make_engine(url: str, **kw: Any) -> sa.Engine:
     if is_sqlite(url):
         memory = in_process_only(url)
         if not memory:  # a new file's directory is made; in memory there is none to make
-            Path(url.split("///", 1)[-1].split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(url.split("///", 1)[-1].split("?", 1)[0]).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(
+                    "database_url", f"cannot create the directory {folder}: {e.strerror}"
+                ) from None
         connect_args: dict[str, Any] = {"timeout": 30}
         if memory:
             # Each new connection to an in-memory database opens an empty one of its own: every
@@ -94,7 +100,7 @@ def ensure_schema(url: str, engine: sa.Engine) -> None:
     """SQLite: upgrade in place. PostgreSQL: refuse an outdated schema with what to run."""
     try:
         current = current_revision(engine)
-    except sa.exc.OperationalError as e:
+    except sa.exc.DatabaseError as e:  # unreachable, refused, or a file that is no database
         raise ConfigError("database_url", f"cannot connect: {e.orig}") from None
     if current == HEAD_REVISION:
         return

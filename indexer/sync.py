@@ -136,6 +136,7 @@ class ChainIndexer:
             raise ConfigError(
                 f"chains[{self.chain.name}].contracts", "no contract address configured"
             )
+        await self._check_code()
         for name, address in self.addresses.items():
             abi = abis.get(name) or load_abi(abi_path(name, None))
             cfg = self.chain.contracts.get(name)
@@ -146,6 +147,23 @@ class ChainIndexer:
             )
         self.start_block = min(self.chain.start_for(n) for n in self.addresses)
         self.store.ensure_state(self.chain_id, self.chain.name, self.start_block)
+
+    async def _check_code(self) -> None:
+        """Every contract address holds code: a wrong one (another chain's, say) would index
+        nothing, without a word, and the cursor would move past its history."""
+        names = list(self.addresses)
+        codes = await self.rpc.batch(
+            [("eth_getCode", [self.addresses[n], "latest"]) for n in names]
+        )
+        for name, code in zip(names, codes, strict=True):
+            if not isinstance(code, str) or code in ("0x", "0x0", ""):
+                configured = self.chain.contracts.get(name)
+                key = name if configured and configured.address else "SessionV2"
+                raise ConfigError(
+                    f"chains[{self.chain.name}].contracts.{key}.address",
+                    f"no contract code at {self.addresses[name]} ({name}) on chain "
+                    f"{self.chain_id}: check that the address is this chain's",
+                )
 
     async def _resolve_addresses(self, session_abi: list[dict[str, Any]]) -> None:
         for name, getter in ADDRESS_GETTERS.items():

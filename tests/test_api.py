@@ -19,6 +19,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from api.compose import build_app
+from api.pagination import encode_token
 from devnet.anvil import Anvil
 from devnet.deploy import deploy_all
 from devnet.ledger import Ledger
@@ -215,6 +216,15 @@ def test_request_join_by_client_reference(client: TestClient, world: Any) -> Non
     ("/api/v1/chains/local/nodes/0xzz", 422, "address"),
     ("/api/v1/chains/local/tx/0x12", 422, "tx_hash"),
     ("/api/v1/chains/local/sessions?owner=bob", 422, "owner"),
+    # Tokens this API never issues (found by a bad-input audit: SQL errors before): a key
+    # wider than the BIGINT columns, a transaction hash with a NUL (PostgreSQL refuses those).
+    (f"/api/v1/chains/local/sessions?next={encode_token([2**70])}", 422, "next"),
+    (f"/api/v1/chains/local/sessions/0/tasks?next={encode_token([2**63])}", 422, "next"),
+    (f"/api/v1/chains/local/network-tasks?next={encode_token([-2**70])}", 422, "next"),
+    (f"/api/v1/chains/local/sessions?next={encode_token([True])}", 422, "next"),
+    (f"/api/v1/chains/local/payouts?next={encode_token([1, 2, 'a' + chr(0)])}", 422, "next"),
+    (f"/api/v1/chains/local/payouts?next={encode_token([1, 2, '0x' + 'AB' * 32])}", 422,
+     "next"),
 ])
 def test_bad_input_is_4xx_naming_the_field(client: TestClient, path: str, status: int,
                                            field: str | None) -> None:

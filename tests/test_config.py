@@ -89,6 +89,24 @@ def test_config_env_var_names_the_file(tmp_path: Path) -> None:
         (BASE + "surprise: 1\n", {"KEY": "k"}, "surprise", "Extra inputs"),
         ("chains:\n  - {name: x, preset: local, rpc_urls: ['ftp://a']}\n", {},
          "chains[x].rpc_urls", "http://"),
+        # Found by a bad-input audit: each of these gave a traceback further on.
+        ("chains:\n  - {name: x, preset: local, rpc_urls: ['http://[::1']}\n", {},
+         "chains[x].rpc_urls", "not a valid URL"),
+        ("chains:\n  - {name: x, preset: local, rpc_urls: ['http://']}\n", {},
+         "chains[x].rpc_urls", "no host"),
+        ("chains:\n  - {name: x, preset: local, rpc_urls: ['http://a:99999']}\n", {},
+         "chains[x].rpc_urls", "not a valid URL"),
+        ("chains:\n  - {name: x, preset: local, rpc_urls: ['http://a'], "
+         "start_block: 99999999999999999999999}\n", {}, "chains[x].start_block", "less than"),
+        ("chains:\n  - {name: x, preset: local, rpc_urls: ['http://a'], poll_interval: .inf}\n",
+         {}, "chains[x].poll_interval", "less than"),
+        ("chains:\n  - {name: x, chain_id: 99999999999999999999, rpc_urls: ['http://a']}\n", {},
+         "chains[x].chain_id", "less than"),
+        (BASE.replace("start_block: 5", "start_block: 99999999999999999999"), {"KEY": "k"},
+         "chains[t0].contracts.SessionV2.start_block", "less than"),
+        ("database_url: sqlite://relhost/x.db\n", {}, "database_url", "names no host"),
+        ("database_url: postgresql://postgres@127.0.0.1:notaport/test\n", {}, "database_url",
+         "postgresql+psycopg://"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, env: dict[str, str], key: str,
@@ -118,3 +136,31 @@ def test_shipped_examples_load() -> None:
     s1 = load_settings(ROOT / "examples" / "testnet1a.yaml", env={
         "TESTNET1A_RPC_URL": "https://l3.example", "TESTNET1A_SESSIONV2": ADDR})
     assert s1.chain("testnet1a").chain_id == 18964747554
+
+
+def test_unreadable_config_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"{tmp_path}: cannot be read"):
+        load_settings(tmp_path, env={})
+    binary = tmp_path / "b.yaml"
+    binary.write_bytes(b"\xff\xfe\x00chains: []")
+    with pytest.raises(ConfigError, match="b.yaml: is not UTF-8 text"):
+        load_settings(binary, env={})
+
+
+def test_env_overrides_reach_contracts_and_keep_hex_and_digits_as_strings(tmp_path: Path
+                                                                          ) -> None:
+    """A contract's address by its variable (the name is upper case, the contract's is not),
+    an address or hash kept as text rather than read as a hexadecimal number, and a token
+    of digits kept as the string it is."""
+    other = "0x9fe46736679d2d9a65f0992f2272de9f3c7fa6e0"
+    s = load_settings(write(tmp_path, BASE), env={
+        "KEY": "k",
+        "CORLENS_CHAINS__T0__CONTRACTS__SESSIONV2__ADDRESS": other,
+        "CORLENS_CHAINS__T0__CONTRACTS__NODEPOOL__ADDRESS": ADDR,
+        "CORLENS_ADMIN_TOKEN": "123456",
+    })
+    contracts = s.chain("t0").contracts
+    assert contracts["SessionV2"].address == other
+    assert contracts["SessionV2"].start_block == 5  # the rest of the file's entry is kept
+    assert contracts["NodePool"].address == ADDR.lower()
+    assert s.admin_token == "123456"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from eth_abi.abi import encode
 
@@ -146,3 +148,20 @@ def test_event_rename_maps_a_replacement_abi() -> None:
     args = dec.decode([spec.topic0, "0x" + "00" * 31 + "01", "0x" + "00" * 31 + "02",
                        "0x" + "00" * 12 + ADDR[2:]], "0x" + encode(["uint256"], [10]).hex())
     assert args == {"sessionId": 1, "taskId": 2, "node": ADDR, "amount": 10}
+
+
+def test_unusable_abi_files_are_named(tmp_path: Path) -> None:
+    """An ABI path that is a directory, a file that is not UTF-8, or an event without a name:
+    a config error naming the file, not a traceback at start."""
+    from indexer.abi import load_abi
+    from indexer.errors import ConfigError
+
+    binary = tmp_path / "bin.json"
+    binary.write_bytes(b"\xff\xfe[]")
+    nameless = tmp_path / "nameless.json"
+    nameless.write_text('[{"type": "event", "inputs": []}]')
+    for path, problem in ((tmp_path, "cannot be read"), (binary, "not UTF-8"),
+                          (nameless, r"ABI entry 0 \(event\) has no name")):
+        with pytest.raises(ConfigError, match=problem) as ei:
+            load_abi(path)
+        assert ei.value.key == str(path)

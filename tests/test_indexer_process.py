@@ -192,6 +192,41 @@ def test_cli_errors_name_what_to_fix(anvil: Anvil, tmp_path: Path, pg_url: str) 
     r = run_cli("index", "--once", "--config", old, "--chain", "nope")
     assert r.returncode == 2 and "--chain" in r.stderr and "local" in r.stderr
 
+    # Wider than the BIGINT column: refused by the argument's bounds, not by the database.
+    r = run_cli("verify", "task", "local", str(2**64), "0", "--config", old)
+    assert r.returncode == 2 and "'session'" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # A directory that cannot be made, a file that is no database, a server's start-up.
+    for url in ("sqlite:////proc/nope/x.db", f"sqlite:///{bad}"):
+        cfg = write_config(tmp_path / "u.yaml", anvil.url, addrs, url)
+        r = run_cli("index", "--once", "--config", cfg)
+        assert r.returncode == 2 and "database_url" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    down = write_config(tmp_path / "s.yaml", anvil.url, addrs,
+                        "postgresql://postgres@127.0.0.1:9/nope")
+    r = run_cli("serve", "--no-indexer", "--config", down, "--port", "9")
+    assert r.returncode == 2 and "database_url: cannot connect" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_contract_address_without_code_is_refused_before_anything_is_stored(
+        devnet: Any, tmp_path: Path) -> None:
+    """A CognitiveV1 address with no code (another chain's, say) would index no network task
+    without a word, and the cursor would pass its history: the run stops first, naming the
+    key, and the corrected config then indexes everything."""
+    node, dep, _ = devnet
+    wrong = {**dep.addresses, "CognitiveV1": "0x" + "22" * 20}
+    db = f"sqlite:///{tmp_path}/w.db"
+    cfg = write_config(tmp_path / "w.yaml", node.url, wrong, db, start_block=dep.start_block)
+    r = run_cli("index", "--once", "--config", cfg)
+    assert r.returncode == 2, r.stderr
+    assert "contracts.CognitiveV1.address" in r.stderr and "no contract code" in r.stderr
+    assert "Traceback" not in r.stderr
+    cfg = write_config(tmp_path / "w.yaml", node.url, dep.addresses, db,
+                       start_block=dep.start_block)
+    r = run_cli("index", "--once", "--json", "--config", cfg)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[0]["network_tasks"] > 0
+
 
 def test_index_into_a_database_in_memory_writes_in_process(devnet: Any, tmp_path: Path
                                                           ) -> None:
