@@ -17,6 +17,7 @@ import yaml
 
 from devnet.anvil import Anvil
 from indexer.config import load_settings
+from indexer.errors import ConfigError
 from indexer.runner import Summary, index_once, open_store, summarize
 from indexer.sync import Progress
 
@@ -61,7 +62,10 @@ def run_demo(
     from devnet.deploy import deploy_all
     from devnet.scenario import run_scenario
 
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("--workdir", f"cannot create {workdir}: {e.strerror}") from None
     db_path = (workdir / "demo.db").resolve()
     for suffix in ("", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):

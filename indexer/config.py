@@ -349,7 +349,8 @@ def load_settings(
         data = loaded
         data["config_path"] = str(file)
     elif chosen or require_file:
-        raise ConfigError("--config", f"file {file} does not exist")
+        source = "--config" if path or not chosen else ENV_PREFIX + "CONFIG"
+        raise ConfigError(source, f"file {file} does not exist")
     data = expand_env_refs(data, env)
     data = apply_env_overrides(data, env)
     data.update(overrides or {})

@@ -47,7 +47,7 @@ def open_store(settings: Settings) -> Store:
 
 
 def select_chains(settings: Settings, name: str | None) -> list[ChainConfig]:
-    if name:
+    if name is not None:  # "" too: an empty name is not "every chain"
         return [settings.chain(name)]
     return list(settings.chains)
 

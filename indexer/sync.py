@@ -140,6 +140,8 @@ class ChainIndexer:
         for name, address in self.addresses.items():
             abi = abis.get(name) or load_abi(abi_path(name, None))
             cfg = self.chain.contracts.get(name)
+            if cfg and cfg.events:
+                self._check_event_map(name, cfg.events, abi)
             self.registry.add(address, events_of(name, abi, cfg.events if cfg else None))
         if "SessionV2" in self.addresses:
             self.sessions = SessionReader(
@@ -147,6 +149,20 @@ class ChainIndexer:
             )
         self.start_block = min(self.chain.start_for(n) for n in self.addresses)
         self.store.ensure_state(self.chain_id, self.chain.name, self.start_block)
+
+    def _check_event_map(self, contract: str, events: dict[str, Any], abi: list[Any]) -> None:
+        """Each mapping names an event corlens projects and an event the ABI has: a mapping
+        that matches nothing would leave those events unindexed without a word."""
+        ours = {e.name for e in events_of(contract, load_abi(abi_path(contract, None)))}
+        theirs = {item.get("name") for item in abi if item.get("type") == "event"}
+        for name, mapping in events.items():
+            key = f"chains[{self.chain.name}].contracts.{contract}.events.{name}"
+            if name not in ours:
+                raise ConfigError(key, f"corlens projects no {contract} event of this name "
+                                  f"(it knows: {', '.join(sorted(ours))})")
+            if mapping.event not in theirs:
+                raise ConfigError(key, f"the ABI has no event named {mapping.event!r} "
+                                  f"(it has: {', '.join(sorted(map(str, theirs)))})")
 
     async def _check_code(self) -> None:
         """Every contract address holds code: a wrong one (another chain's, say) would index

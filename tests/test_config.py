@@ -120,6 +120,8 @@ def test_errors_name_the_key(tmp_path: Path, text: str, env: dict[str, str], key
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--config: file .*nope.yaml does not exist"):
         load_settings(tmp_path / "nope.yaml", env={})
+    with pytest.raises(ConfigError, match="CORLENS_CONFIG: file .*gone.yaml does not exist"):
+        load_settings(None, env={"CORLENS_CONFIG": str(tmp_path / "gone.yaml")})
 
 
 def test_unknown_chain_override_is_named(tmp_path: Path) -> None:

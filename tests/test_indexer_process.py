@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -189,8 +190,9 @@ def test_cli_errors_name_what_to_fix(anvil: Anvil, tmp_path: Path, pg_url: str) 
     up = run_cli("db", "upgrade", "--config", old)
     assert up.returncode == 0, up.stderr
 
-    r = run_cli("index", "--once", "--config", old, "--chain", "nope")
-    assert r.returncode == 2 and "--chain" in r.stderr and "local" in r.stderr
+    for name in ("nope", ""):  # an empty name is no chain, not every chain
+        r = run_cli("index", "--once", "--config", old, "--chain", name)
+        assert r.returncode == 2 and "--chain" in r.stderr and "local" in r.stderr
 
     # Wider than the BIGINT column: refused by the argument's bounds, not by the database.
     r = run_cli("verify", "task", "local", str(2**64), "0", "--config", old)
@@ -226,6 +228,48 @@ def test_a_contract_address_without_code_is_refused_before_anything_is_stored(
     r = run_cli("index", "--once", "--json", "--config", cfg)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)[0]["network_tasks"] > 0
+
+
+def test_a_replacement_payment_abi_is_mapped_in_config(devnet: Any, tmp_path: Path) -> None:
+    """SessionPayment's interface is assumed (abis/README.md): a user with the real ABI drops
+    the file in and maps its events in config. Here the file names the allocation's arguments
+    otherwise (same types, so the same topic0); mapped back, the payments equal those indexed
+    with corlens's own ABI. A mapping that matches nothing is refused, naming its key."""
+    import sqlite3
+
+    node, dep, _ = devnet
+    abi = json.loads((ROOT / "abis" / "SessionPayment.json").read_text())
+    theirs = {"sessionId": "sid", "taskId": "tid", "node": "miner", "amount": "value"}
+    for item in abi:
+        if item.get("name") == "NodePaymentAllocated":
+            for p in item["inputs"]:
+                p["name"] = theirs[p["name"]]
+    (tmp_path / "real.json").write_text(json.dumps(abi))
+    mapped = {"NodePaymentAllocated": {"event": "NodePaymentAllocated", "args": theirs}}
+
+    def run(name: str, payment: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        contracts = {"SessionV2": {"address": dep.addresses["SessionV2"]},
+                     "CognitiveV1": {"address": dep.addresses["CognitiveV1"]},
+                     "SessionPayment": {"address": dep.addresses["SessionPayment"], **payment}}
+        cfg = write_config(tmp_path / f"{name}.yaml", node.url, dep.addresses,
+                           f"sqlite:///{tmp_path}/{name}.db", start_block=dep.start_block,
+                           contracts=contracts)
+        return run_cli("index", "--once", "--config", cfg)
+
+    def payments(name: str) -> list[tuple[Any, ...]]:
+        with contextlib.closing(sqlite3.connect(tmp_path / f"{name}.db")) as c:
+            return c.execute("SELECT * FROM payment ORDER BY block_number, log_index").fetchall()
+
+    assert run("own", {}).returncode == 0
+    r = run("real", {"abi": str(tmp_path / "real.json"), "events": mapped})
+    assert r.returncode == 0, r.stderr
+    assert payments("real") == payments("own")
+    assert any(p[3] == "allocation" and p[6] for p in payments("real"))  # node from "miner"
+    key = "chains[local].contracts.SessionPayment.events"
+    for bad, problem in (({"NodePaymentAllocated": {"event": "Allocated"}}, "no event named"),
+                         ({"Bogus": {"event": "NodePaymentAllocated"}}, "projects no")):
+        r = run("bad", {"abi": str(tmp_path / "real.json"), "events": bad})
+        assert r.returncode == 2 and key in r.stderr and problem in r.stderr, r.stderr
 
 
 def test_index_into_a_database_in_memory_writes_in_process(devnet: Any, tmp_path: Path
