@@ -2,9 +2,11 @@
 
 :meth:`Recorder.record` only appends to a buffer; a background task writes the buffer every
 ``flush_interval`` seconds or as soon as it holds ``batch_size`` rows, in one transaction per
-batch (in a worker thread). :meth:`Recorder.aclose` writes what is left. A batch that fails is
-kept and retried with the next one, up to ``MAX_BUFFER`` rows; beyond that the oldest are
-dropped and counted.
+batch (in a worker thread). :meth:`Recorder.aclose` writes what is left. A batch that fails
+because the database is away, locked or busy is kept and retried with the next one, up to
+``MAX_BUFFER`` rows; beyond that the oldest are dropped and counted. A batch that fails for any
+other reason is written again row by row: a row the database refuses on its own (a value out
+of a column's range, say) is logged and dropped, so it never holds back the others.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import exc
 
 from gateway.background import stop
 from gateway.config import AccountingConfig
@@ -22,6 +24,23 @@ from gateway.store import GatewayStore
 
 log = logging.getLogger("corlens.gateway")
 MAX_BUFFER = 100_000  # rows kept while the database is unreachable (~50 MB at most)
+
+
+def transient(e: BaseException) -> bool:
+    """Whether a failed write says nothing about the rows (database away, locked or busy), so
+    the same rows are worth writing again later."""
+    if isinstance(e, exc.OperationalError | exc.DisconnectionError | exc.TimeoutError):
+        return True
+    return isinstance(e, exc.DBAPIError) and e.connection_invalidated
+
+
+def reason(e: BaseException) -> str:
+    """The database's one-line complaint, without the statement or its parameters (which hold
+    request data)."""
+    if isinstance(e, exc.DBAPIError) and e.orig is not None:
+        first = str(e.orig).strip().splitlines()
+        return f"{type(e).__name__}: {first[0]}" if first else type(e).__name__
+    return type(e).__name__
 
 
 class Recorder:
@@ -34,6 +53,7 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self.written = 0
         self.dropped = 0
+        self.refused = 0  # rows the database refused on their own (logged, then dropped)
         self.failures = 0
 
     def start(self) -> None:
@@ -67,6 +87,7 @@ class Recorder:
             await self.flush()
 
     async def flush(self) -> None:
+        """Write the buffer, batch by batch; never raises (but for cancellation)."""
         while self._rows or self._used:
             rows = self._rows[: self.cfg.batch_size]
             used = self._used
@@ -74,14 +95,51 @@ class Recorder:
             self._used = {}
             try:
                 await asyncio.to_thread(self.store.write_batch, rows, used)
-            except SQLAlchemyError as e:
+            # Whatever the driver raises (OverflowError from sqlite3's binding, DataError from
+            # psycopg, ...): the flush task must outlive every failure, or every later record
+            # of this replica is lost.
+            except Exception as e:
                 self.failures += 1
                 log.warning("accounting: writing %d request records failed: %s",
-                            len(rows), type(e).__name__)
-                self._rows = rows + self._rows
-                self._used = {**used, **self._used}
-                return
-            self.written += len(rows)
+                            len(rows), reason(e))
+                if transient(e):
+                    self._keep(rows, used)
+                    return
+                if not await self._isolate(rows, used):
+                    return
+            else:
+                self.written += len(rows)
+
+    async def _isolate(self, rows: list[dict[str, Any]], used: dict[int, datetime]) -> bool:
+        """Write ``rows`` one per transaction, dropping (and logging) each the database refuses
+        on its own. False if the database went away meanwhile: the rest is kept."""
+        for i, row in enumerate(rows):
+            try:
+                await asyncio.to_thread(self.store.write_batch, [row], {})
+            except Exception as e:  # as in flush: nothing may end the flush task
+                if transient(e):
+                    self._keep(rows[i:], used)
+                    return False
+                self.refused += 1
+                log.error("accounting: request record %s (model %r) refused by the database, "
+                          "dropped: %s", row.get("request_id"), row.get("model"), reason(e))
+            else:
+                self.written += 1
+        if used:
+            try:
+                await asyncio.to_thread(self.store.write_batch, [], used)
+            except Exception as e:  # as in flush
+                if transient(e):
+                    self._keep([], used)
+                    return False
+                log.error("accounting: last-use times of %d keys refused, dropped: %s",
+                          len(used), reason(e))
+        return True
+
+    def _keep(self, rows: list[dict[str, Any]], used: dict[int, datetime]) -> None:
+        """Put unwritten rows back at the head of the buffer (newer last-use times win)."""
+        self._rows = rows + self._rows
+        self._used = {**used, **self._used}
 
     async def aclose(self) -> None:
         """Stop the background task and write every buffered row."""

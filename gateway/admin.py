@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import ApiError
 from gateway.forward import error_response
 from gateway.keys import bearer
+from gateway.limits import BIGINT_MAX, INT_MAX
 from gateway.stats import recent_requests, session_figures
 
 if TYPE_CHECKING:
@@ -34,24 +35,37 @@ def check_admin(gw: Gateway, header: str | None) -> None:
                        if expected else "admin routes are disabled: set admin_token")
 
 
-def _int(value: str | None, name: str, default: int | None = None) -> int | None:
+def _int(value: str | None, name: str, default: int | None = None,
+         lo: int | None = None, hi: int | None = None) -> int | None:
     if value is None or value == "":
         return default
     try:
-        return int(value)
+        n = int(value)
     except ValueError:
         raise ApiError(422, "invalid_query", f"{name}: must be an integer", {"field": name}
                        ) from None
+    if (lo is not None and n < lo) or (hi is not None and n > hi):
+        raise ApiError(422, "invalid_query", f"{name}: must be between {lo} and {hi}",
+                       {"field": name})
+    return n
+
+
+def _text(value: str | None, name: str, where: str = "invalid_query") -> str | None:
+    """``value``, refused if it holds NUL (no database text column can store one)."""
+    if value is not None and "\x00" in value:
+        raise ApiError(422, where, f"{name}: must not contain NUL characters", {"field": name})
+    return value
 
 
 async def _json(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw:
         return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise ApiError(422, "invalid_body", "body is not valid JSON") from None
+    try:  # orjson, as for client bodies: bounded nesting, no lone surrogates
+        data = orjson.loads(raw)
+    except ValueError as e:
+        raise ApiError(422, "invalid_body", f"body is not valid JSON: {e}", {"field": "body"}
+                       ) from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_body", "body must be a JSON object", {"field": "body"})
     return data
@@ -103,8 +117,10 @@ def admin_router(gw: Gateway) -> APIRouter:
     async def requests(request: Request) -> dict[str, Any]:
         qp = request.query_params
         rows = await asyncio.to_thread(
-            recent_requests, gw.store.engine, model=qp.get("model"), status=qp.get("status"),
-            key_id=_int(qp.get("key_id"), "key_id"), session=qp.get("session"),
+            recent_requests, gw.store.engine, model=_text(qp.get("model"), "model"),
+            status=_text(qp.get("status"), "status"),
+            key_id=_int(qp.get("key_id"), "key_id", lo=0, hi=BIGINT_MAX),
+            session=_text(qp.get("session"), "session"),
             limit=_int(qp.get("limit"), "limit", 100) or 100,
         )
         return {"requests": rows}
@@ -117,23 +133,27 @@ def admin_router(gw: Gateway) -> APIRouter:
     @route("POST", "/keys", "Create an API key: the answer holds it, once")
     async def create_key(request: Request) -> dict[str, Any]:
         body = await _json(request)
-        name = body.get("name")
+        name = _text(body.get("name"), "name", "invalid_body")
         if not isinstance(name, str) or not name.strip():
             raise ApiError(422, "invalid_body", "name: a non-empty string is required",
                            {"field": "name"})
         rpm = body.get("rpm_limit")
-        if rpm is not None and (not isinstance(rpm, int) or rpm < 1):
-            raise ApiError(422, "invalid_body", "rpm_limit: a positive integer or null",
-                           {"field": "rpm_limit"})
+        if rpm is not None and (not isinstance(rpm, int) or isinstance(rpm, bool)
+                                or not 1 <= rpm <= INT_MAX):
+            raise ApiError(422, "invalid_body", f"rpm_limit: an integer from 1 to {INT_MAX} "
+                           "or null", {"field": "rpm_limit"})
         info, key = await asyncio.to_thread(gw.store.create_key, name.strip(), rpm)
         return {**info.public(), "key": key}
 
     async def set_enabled(request: Request, enabled: bool) -> dict[str, Any]:
         key_id = _int(request.path_params["key_id"], "key_id")
         assert key_id is not None
-        info = await asyncio.to_thread(gw.store.set_key_enabled, key_id, enabled)
+        info = None  # an id no column can hold names no key, as a negative one
+        if 0 <= key_id <= BIGINT_MAX:
+            info = await asyncio.to_thread(gw.store.set_key_enabled, key_id, enabled)
         if info is None:
-            raise ApiError(404, "key_not_found", f"no API key {key_id}", {"key_id": key_id})
+            shown = key_id if abs(key_id) <= BIGINT_MAX else str(key_id)  # JSON: 64 bits
+            raise ApiError(404, "key_not_found", f"no API key {key_id}", {"key_id": shown})
         gw.auth.forget(key_id)
         return info.public()
 

@@ -136,6 +136,8 @@ class Gateway:
              float(self.recorder.pending)),
             ("corlens_gateway_accounting_dropped", "Request records dropped (database down).",
              float(self.recorder.dropped)),
+            ("corlens_gateway_accounting_refused", "Request records the database refused "
+             "(logged, dropped).", float(self.recorder.refused)),
             ("corlens_gateway_ratelimit_redis_errors", "Rate-limit calls that failed on Redis.",
              float(self.limiter.redis_errors)),
         ]

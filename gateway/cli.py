@@ -25,6 +25,7 @@ from rich.markup import escape
 
 from gateway.config import GatewayConfig, load_gateway_config
 from gateway.errors import GatewayConfigError
+from gateway.limits import BIGINT_MAX, INT_MAX
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -32,6 +33,7 @@ err = Console(stderr=True, soft_wrap=True)
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config file "
                                                "(default: $CORLENS_CONFIG, then ./corlens.yaml)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+KeyIdArg = Annotated[int, typer.Argument(metavar="ID", min=0, max=BIGINT_MAX)]
 
 
 class GatewaySettings(Protocol):
@@ -118,8 +120,8 @@ def register(app: typer.Typer, hooks: CliHooks) -> None:
     @keys_app.command("create")
     def keys_create(
         name: Annotated[str, typer.Option("--name", help="Who or what the key is for.")],
-        rpm: Annotated[int | None, typer.Option("--rpm", min=1, help="Requests per minute "
-                                                "(default: unlimited).")] = None,
+        rpm: Annotated[int | None, typer.Option("--rpm", min=1, max=INT_MAX, help="Requests "
+                                                "per minute (default: unlimited).")] = None,
         config: ConfigOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
@@ -173,13 +175,13 @@ def register(app: typer.Typer, hooks: CliHooks) -> None:
                       f"{'enabled' if enabled else 'disabled'}", highlight=False)
 
     @keys_app.command("disable")
-    def keys_disable(key_id: Annotated[int, typer.Argument(metavar="ID")],
-                     config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    def keys_disable(key_id: KeyIdArg, config: ConfigOpt = None, as_json: JsonOpt = False
+                     ) -> None:
         """Disable a key: requests with it are refused (401)."""
         set_enabled(key_id, config, False, as_json)
 
     @keys_app.command("enable")
-    def keys_enable(key_id: Annotated[int, typer.Argument(metavar="ID")],
-                    config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    def keys_enable(key_id: KeyIdArg, config: ConfigOpt = None, as_json: JsonOpt = False
+                    ) -> None:
         """Enable a disabled key again."""
         set_enabled(key_id, config, True, as_json)

@@ -27,12 +27,31 @@ Every key has a ``CORLENS_GATEWAY__*`` environment variable (the loader maps
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.capacity.base import SessionSlot
 from gateway.errors import GatewayConfigError
+from gateway.limits import BIGINT_MAX
+
+
+def no_nul(v: str) -> str:
+    """Refuse NUL: every request record carries these strings, and no text column holds one."""
+    if "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    return v
+
+
+Text = Annotated[str, AfterValidator(no_nul)]
 
 
 class _Strict(BaseModel):
@@ -42,11 +61,11 @@ class _Strict(BaseModel):
 class SessionConfig(_Strict):
     """One router session of a pool."""
 
-    router_url: str
-    session_id: int = Field(ge=0)
-    chain: str = "local"  # chain name, as in the verification API's URLs
+    router_url: Text
+    session_id: int = Field(ge=0, le=BIGINT_MAX)  # recorded with every request it serves
+    chain: Text = "local"  # chain name, as in the verification API's URLs
     max_inflight: int = Field(default=4, ge=1)
-    label: str | None = None
+    label: Text | None = None
     router_token: str | None = None
 
     @field_validator("router_url")
@@ -71,9 +90,9 @@ class FromIndex(_Strict):
     """Build the pool from the indexer's ``session`` table: active sessions whose model
     identifier matches, each router endpoint taken from its registered routerInfo."""
 
-    chain: str
-    chain_id: int
-    model_identifier: str
+    chain: Text
+    chain_id: int = Field(ge=0, le=BIGINT_MAX)  # compared with the session table's BIGINT
+    model_identifier: Text
     max_inflight: int = Field(default=4, ge=1)
     router_token: str | None = None
 
@@ -157,8 +176,9 @@ class GatewayConfig(_Strict):
     @classmethod
     def _aliases(cls, v: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
         for alias in v:
-            if not alias or any(c.isspace() or c == "/" for c in alias):
-                raise ValueError(f"model alias {alias!r} must be non-empty, no spaces or '/'")
+            if not alias or any(c.isspace() or c in "/\x00" for c in alias):
+                raise ValueError(f"model alias {alias!r} must be non-empty, no spaces, '/' "
+                                 "or NUL")
         return v
 
     @property

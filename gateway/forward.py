@@ -21,6 +21,7 @@ from gateway.capacity.base import Lease
 from gateway.errors import ApiError, UpstreamError
 from gateway.http1 import Response as UpstreamResponse
 from gateway.leases import LeaseKeeper
+from gateway.limits import BIGINT_MAX, INT_MAX
 from gateway.metrics import Metrics
 from gateway.pools import Pool
 from gateway.streaming import DONE, LeasedStream, chat_chunk, sse
@@ -122,13 +123,15 @@ class Forwarder:
 
     @staticmethod
     def _usage(call: Call, data: dict[str, Any]) -> None:
-        tid = data.get("task_id")
-        if isinstance(tid, int | str) and str(tid).isdigit():
-            call.task_id = int(tid)
+        """Take the task id and token counts from a router answer, each only if its column
+        can hold it (the answer may hold anything; a value the database refuses would cost the
+        request its record)."""
+        call.task_id = _count(data.get("task_id"), BIGINT_MAX, call.task_id)
         usage = data.get("usage")
         if isinstance(usage, dict):
-            call.prompt_tokens = usage.get("prompt_tokens", call.prompt_tokens)
-            call.completion_tokens = usage.get("completion_tokens", call.completion_tokens)
+            call.prompt_tokens = _count(usage.get("prompt_tokens"), INT_MAX, call.prompt_tokens)
+            call.completion_tokens = _count(usage.get("completion_tokens"), INT_MAX,
+                                            call.completion_tokens)
 
     # ---- streaming ---------------------------------------------------------------------------
 
@@ -231,6 +234,19 @@ class Forwarder:
                              model=call.model, code=e.code)
         self.finish(call, status, e.status, e.code)
         return error_response(e, {"x-request-id": call.request_id})
+
+
+def _count(value: Any, limit: int, default: int | None) -> int | None:
+    """``value`` as an int in [0, ``limit``] (a decimal string counts), else ``default``.
+
+    >>> _count("12", 99, None), _count(True, 99, None), _count(100, 99, 7)
+    (12, None, 7)
+    """
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit:
+        return value
+    return default
 
 
 class Json(JSONResponse):

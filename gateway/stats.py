@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from gateway.limits import BIGINT_MAX
 from gateway.store import REQUESTS
 
 WINDOW = timedelta(minutes=15)
@@ -107,6 +108,18 @@ def session_figures(engine: sa.Engine, now: datetime | None = None) -> dict[str,
     return aggregate(rows, now)
 
 
+def session_id(text: str) -> int | None:
+    """``text`` as a session id a BIGINT column can hold, else None.
+
+    >>> session_id("007"), session_id("²"), session_id("9" * 30)
+    (7, None, None)
+    """
+    digits = text.lstrip("0") or "0"
+    if text.isascii() and text.isdigit() and len(digits) <= 19 and int(digits) <= BIGINT_MAX:
+        return int(digits)
+    return None
+
+
 def recent_requests(
     engine: sa.Engine,
     *,
@@ -128,8 +141,9 @@ def recent_requests(
         q = q.where(c.key_id == key_id)
     if session:
         conds = [c.session_key == session, c.router_label == session]
-        if session.isdigit():
-            conds.append(c.session_id == int(session))
+        sid = session_id(session)
+        if sid is not None:
+            conds.append(c.session_id == sid)
         q = q.where(sa.or_(*conds))
     with engine.connect() as conn:
         rows = conn.execute(q).mappings().all()

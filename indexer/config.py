@@ -199,6 +199,13 @@ class Settings(BaseSettings):
             raise ValueError(f"a SQLite URL names no host: {usage}")
         return v
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("use redis://HOST:PORT/DB, rediss://... (TLS) or unix://PATH")
+        return v
+
     @model_validator(mode="after")
     def _unique_chains(self) -> Settings:
         names = [c.name for c in self.chains]

@@ -105,6 +105,7 @@ def test_config_env_var_names_the_file(tmp_path: Path) -> None:
         (BASE.replace("start_block: 5", "start_block: 99999999999999999999"), {"KEY": "k"},
          "chains[t0].contracts.SessionV2.start_block", "less than"),
         ("database_url: sqlite://relhost/x.db\n", {}, "database_url", "names no host"),
+        ("redis_url: notaurl\n", {}, "redis_url", "redis://"),
         ("database_url: postgresql://postgres@127.0.0.1:notaport/test\n", {}, "database_url",
          "postgresql+psycopg://"),
     ],
