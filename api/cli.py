@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from api import entry
-from api.cli_opts import ConfigOpt, JsonOpt
+from api.cli_opts import ConfigOpt, JsonOpt, host_problem
 from indexer.config import Settings, load_settings
 from indexer.errors import ConfigError, IndexerError
 
@@ -167,6 +167,8 @@ def serve(
     """Serve the verification API (and the gateway), indexing in-process unless --no-indexer."""
     import uvicorn
 
+    if problem := host_problem(host):
+        raise fail(2, problem)
     s = settings_or_exit(config, require_chains=False)
     try:
         from api.compose import serve_app
@@ -231,6 +233,8 @@ def demo(
 ) -> None:
     """Run corlens on its embedded default: a local Cortensor devnet on anvil, indexed into
     SQLite with progress and a summary, then the API serving it while the indexer follows."""
+    if not no_serve and (problem := host_problem(host)):
+        raise fail(2, problem)
     from api.demo import run_demo
 
     def show(summary: Any) -> None:

@@ -14,3 +14,15 @@ ConfigOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``--host`` cannot be listened on (a name that does not resolve), or None. Checked
+    before a server starts, which would otherwise end with its own message and status 3."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        return f"--host: cannot listen on {host!r}: {getattr(e, 'strerror', None) or e}"
+    return None

@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from api.cli_opts import host_problem
 from gateway.config import GatewayConfig, load_gateway_config
 from gateway.errors import GatewayConfigError
 from gateway.limits import BIGINT_MAX, INT_MAX
@@ -99,6 +100,8 @@ def register(app: typer.Typer, hooks: CliHooks) -> None:
 
         from gateway.app import Gateway, create_gateway_app
 
+        if problem := host_problem(host):
+            raise fail(2, problem)
         s, cfg = settings(config)
         if not cfg.models:
             raise fail(2, "config gateway.models: no model configured")
