@@ -192,8 +192,10 @@ def check_database(url: str) -> None:
     from indexer.db import ensure_schema, make_engine
     from indexer.writer_start import in_process_only
 
-    if in_process_only(url):  # the server's own, made when it starts
-        return
+    if in_process_only(url):  # the API's connections would each open an empty database
+        raise ConfigError(
+            "database_url", "a database in memory cannot be served: use sqlite:///PATH"
+        )
     engine = make_engine(url)
     try:
         ensure_schema(url, engine)

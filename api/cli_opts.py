@@ -21,6 +21,8 @@ def host_problem(host: str) -> str | None:
     before a server starts, which would otherwise end with its own message and status 3."""
     import socket
 
+    if host == "":  # every interface, as uvicorn reads it
+        return None
     try:
         socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as e:

@@ -40,8 +40,8 @@ CSV_CHUNK = 1000  # rows per keyset query while streaming CSV: memory stays flat
 AMOUNTS_TIMEOUT_S = 60.0  # rule 6 gives up (and says so) rather than hang the report
 CSV_COLUMNS = list(PaymentOut.model_fields)
 Kind = Literal["deposit", "network", "allocation", "withdrawal"]
-# A stored transaction hash (lowercase): all a page token's third part can be.
-TX_HASH = re.compile(r"0x[0-9a-f]{64}")
+# A transaction hash: all a page token's third part can be.
+TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 BlockNo = Annotated[int | None, Query(ge=0, le=MAX_ID)]
 Seconds = Annotated[int | None, Query(ge=0, le=MAX_ID, description="Block time, unix seconds")]
 PAYMENT = q.PAYMENT

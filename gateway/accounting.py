@@ -3,10 +3,11 @@
 :meth:`Recorder.record` only appends to a buffer; a background task writes the buffer every
 ``flush_interval`` seconds or as soon as it holds ``batch_size`` rows, in one transaction per
 batch (in a worker thread). :meth:`Recorder.aclose` writes what is left. A batch that fails
-because the database is away, locked or busy is kept and retried with the next one, up to
-``MAX_BUFFER`` rows; beyond that the oldest are dropped and counted. A batch that fails for any
-other reason is written again row by row: a row the database refuses on its own (a value out
-of a column's range, say) is logged and dropped, so it never holds back the others.
+for a reason that may be a row's (a value out of a column's range: an integrity or data error,
+or the driver refusing to bind it) is written again row by row, and a row refused on its own
+is logged and dropped, so it never holds back the others. Any other failure (the database
+away, read-only, or missing a table or a permission) keeps the batch for the next attempt, up
+to ``MAX_BUFFER`` rows; beyond that the oldest are dropped and counted.
 """
 
 from __future__ import annotations
@@ -26,12 +27,19 @@ log = logging.getLogger("corlens.gateway")
 MAX_BUFFER = 100_000  # rows kept while the database is unreachable (~50 MB at most)
 
 
+# Errors that may be one row's fault: the database refused a value (IntegrityError,
+# DataError), or the driver could not bind it (sqlite3 raises OverflowError for an integer
+# beyond 64 bits; SQLAlchemy wraps such errors in a StatementError).
+ROW_FAULTS = (exc.IntegrityError, exc.DataError, OverflowError, ValueError, TypeError)
+
+
 def transient(e: BaseException) -> bool:
-    """Whether a failed write says nothing about the rows (database away, locked or busy), so
-    the same rows are worth writing again later."""
-    if isinstance(e, exc.OperationalError | exc.DisconnectionError | exc.TimeoutError):
-        return True
-    return isinstance(e, exc.DBAPIError) and e.connection_invalidated
+    """Whether a failed write says nothing about its rows (the database away, busy,
+    read-only, or missing a table or a permission), so the same rows are kept and written
+    later; anything else may be a row's fault."""
+    if isinstance(e, exc.StatementError) and not isinstance(e, exc.DBAPIError):
+        return not isinstance(e.orig, ROW_FAULTS)  # raised while binding the parameters
+    return not isinstance(e, ROW_FAULTS)
 
 
 def reason(e: BaseException) -> str:

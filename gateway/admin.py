@@ -50,9 +50,10 @@ def _int(value: str | None, name: str, default: int | None = None,
     return n
 
 
-def _text(value: str | None, name: str, where: str = "invalid_query") -> str | None:
-    """``value``, refused if it holds NUL (no database text column can store one)."""
-    if value is not None and "\x00" in value:
+def _text(value: Any, name: str, where: str = "invalid_query") -> Any:
+    """``value``, refused if it is text holding NUL (no database text column can store one);
+    anything else is the caller's to check."""
+    if isinstance(value, str) and "\x00" in value:
         raise ApiError(422, where, f"{name}: must not contain NUL characters", {"field": name})
     return value
 

@@ -21,7 +21,6 @@ from indexer.errors import ConfigError, redact_url
 ENV_PREFIX = "CORLENS_"
 DEFAULT_CONFIG = "corlens.yaml"
 ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
-HEX_RE = re.compile(r"^0x[0-9a-fA-F]+$")
 # Ids and block numbers are BIGINT columns.
 MAX_INT64 = 2**63 - 1
 ENV_REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -164,9 +163,6 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         case_sensitive=False,
-        # A token or URL given as digits (CORLENS_ADMIN_TOKEN=123456, or unquoted in YAML)
-        # is still the string it stands for.
-        coerce_numbers_to_str=True,
     )
     database_url: str = "sqlite:///corlens.db"
     redis_url: str | None = None
@@ -259,13 +255,35 @@ def expand_env_refs(value: Any, env: dict[str, str], key: str = "") -> Any:
     return value
 
 
-def _env_value(raw: str) -> Any:
-    if HEX_RE.match(raw):  # an address or hash, not YAML's hexadecimal integer
+def _env_value(raw: str, text: bool) -> Any:
+    """A variable's value: as it is for a text setting (a token of digits, an address, which
+    YAML would read as numbers), else parsed as YAML (numbers, lists, booleans)."""
+    if text:
         return raw
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
+
+
+def _is_text_setting(path: list[str]) -> bool:
+    """Whether a variable's path (lowercased, chain and contract names included) ends at a
+    setting whose type is text: walks Settings, ChainConfig and ContractConfig."""
+    model: type[BaseModel] = Settings
+    parts = list(path)
+    while parts:
+        part = parts.pop(0)
+        field = next((f for n, f in model.model_fields.items() if n.lower() == part), None)
+        if field is None:
+            return False
+        if not parts:
+            return field.annotation in (str, str | None)
+        if part in ("chains", "contracts"):
+            parts.pop(0)  # the chain's or the contract's name
+            model = ChainConfig if part == "chains" else ContractConfig
+        else:
+            return False
+    return False
 
 
 def _key(node: dict[str, Any], part: str, parent: str) -> str:
@@ -306,7 +324,7 @@ def apply_env_overrides(data: dict[str, Any], env: dict[str, str]) -> dict[str, 
                 continue
             key = _key(node, part, path[i - 1] if i else "")
             if last:
-                node[key] = _env_value(raw)
+                node[key] = _env_value(raw, _is_text_setting(path))
             else:
                 node = node.setdefault(key, {})
                 if not isinstance(node, dict | list):

@@ -32,6 +32,14 @@ class UtcDateTime(sa.TypeDecorator[datetime]):
             raise ValueError(f"a datetime without a timezone: {value!r}")
         return value.astimezone(UTC)
 
+    def process_result_value(self, value: Any, _dialect: sa.Dialect) -> datetime | None:
+        """UTC, aware: SQLite hands back the stored text without its zone."""
+        if not isinstance(value, datetime):
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
 
 # Task columns that copy its child rows for the lifecycle route; not read by anything else.
 TASK_COPIES = ("steps_json", "miners_json", "payments_json")

@@ -25,6 +25,7 @@ from indexer.rpc import RpcClient
 from indexer.sessions import SessionReader
 from indexer.store import Store
 from indexer.writer_proc import BatchWriter, ProcessWriter
+from indexer.writer_start import in_process_only
 
 # SessionV2 getters that name the other contracts, for addresses the config leaves out.
 ADDRESS_GETTERS = {
@@ -103,6 +104,12 @@ class ChainIndexer:
         self.store = store
         # Where ranges are committed: the store itself (in a thread), or a ProcessWriter.
         self.writer: BatchWriter = writer or store
+        # An in-memory database is one connection that every user shares (indexer.db): its
+        # ranges are written on the loop's own thread, so that no other chain's read or write
+        # can fall inside one of their transactions.
+        self.inline_writes = writer is None and in_process_only(
+            store.engine.url.render_as_string(hide_password=False)
+        )
         self.rpc = rpc
         self.config_dir = config_dir
         self.chain_id = int(chain.chain_id or 0)
@@ -283,8 +290,13 @@ class ChainIndexer:
                     if batch is None or (parent and batch.from_parent != parent):
                         # The chain moved under us; the next step sorts it out.
                         return Advanced(start, a - 1, total)
-                    write = asyncio.to_thread(self.writer.write_batch, batch)
-                    pending = (batch.to_block, asyncio.ensure_future(write))
+                    if self.inline_writes:
+                        done = asyncio.get_running_loop().create_future()
+                        done.set_result(self.writer.write_batch(batch))
+                        pending = (batch.to_block, done)
+                    else:
+                        write = asyncio.to_thread(self.writer.write_batch, batch)
+                        pending = (batch.to_block, asyncio.ensure_future(write))
                     parent = batch.to_hash
                     last = batch.to_block
         finally:

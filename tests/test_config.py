@@ -153,17 +153,19 @@ def test_unreadable_config_files_are_named(tmp_path: Path) -> None:
 def test_env_overrides_reach_contracts_and_keep_hex_and_digits_as_strings(tmp_path: Path
                                                                           ) -> None:
     """A contract's address by its variable (the name is upper case, the contract's is not),
-    an address or hash kept as text rather than read as a hexadecimal number, and a token
-    of digits kept as the string it is."""
+    and a text setting's value kept as written (YAML would read an address as a hexadecimal
+    number and 0777 as octal), while a number setting still takes YAML's forms."""
     other = "0x9fe46736679d2d9a65f0992f2272de9f3c7fa6e0"
     s = load_settings(write(tmp_path, BASE), env={
         "KEY": "k",
         "CORLENS_CHAINS__T0__CONTRACTS__SESSIONV2__ADDRESS": other,
         "CORLENS_CHAINS__T0__CONTRACTS__NODEPOOL__ADDRESS": ADDR,
-        "CORLENS_ADMIN_TOKEN": "123456",
+        "CORLENS_ADMIN_TOKEN": "0777",  # not YAML's octal 511: a text setting stays text
+        "CORLENS_CHAINS__T0__START_BLOCK": "0x10",  # a number setting still reads hex
     })
     contracts = s.chain("t0").contracts
     assert contracts["SessionV2"].address == other
     assert contracts["SessionV2"].start_block == 5  # the rest of the file's entry is kept
     assert contracts["NodePool"].address == ADDR.lower()
-    assert s.admin_token == "123456"
+    assert s.admin_token == "0777"
+    assert s.chain("t0").start_block == 16

@@ -86,7 +86,9 @@ async def test_a_refused_record_does_not_take_good_ones_with_it(
         recorder.record(_row("gw-bad", info.id, session_id=HUGE,
                              router_url="http://user:router-secret@10.0.0.5:5010"))
         recorder.record(_row("gw-good-2", info.id))
-        await _until(lambda: _stored(store) == ["gw-good-1", "gw-good-2"])
+        # Stored rows show before the flush counts them: wait for both.
+        await _until(lambda: _stored(store) == ["gw-good-1", "gw-good-2"]
+                     and recorder.written == 2)
         assert (recorder.pending, recorder.written, recorder.refused) == (0, 2, 1)
         assert "gw-bad" in caplog.text and "router-secret" not in caplog.text
 
@@ -96,6 +98,28 @@ async def test_a_refused_record_does_not_take_good_ones_with_it(
     finally:
         await recorder.aclose()
         store.dispose()
+
+
+@pytest.mark.anyio
+async def test_records_are_kept_while_the_database_refuses_every_write(pg_url: str) -> None:
+    """A database that refuses writes as such (read-only here: a standby after a failover, say)
+    is no row's fault: the records stay buffered for the next attempt, none is dropped."""
+    from indexer.db import upgrade
+
+    upgrade(pg_url)
+    store = GatewayStore(pg_url)
+    info, _ = store.create_key("acct")
+    store.dispose()
+    read_only = GatewayStore(f"{pg_url}?options=-c%20default_transaction_read_only%3Don")
+    recorder = Recorder(read_only, AccountingConfig(flush_interval=60, batch_size=500))
+    try:
+        for i in range(5):
+            recorder.record(_row(f"gw-ro-{i}", info.id))
+        await recorder.flush()
+        assert (recorder.pending, recorder.written, recorder.refused) == (5, 0, 0)
+        assert recorder.failures == 1
+    finally:
+        read_only.dispose()
 
 
 async def _until(pred: Any, timeout: float = 5.0) -> None:
@@ -158,7 +182,8 @@ async def test_admin_inputs_outside_the_columns(store_url: str,
         for body, field in (({"name": "a", "rpm_limit": HUGE}, "rpm_limit"),
                             ({"name": "a", "rpm_limit": 2**31}, "rpm_limit"),
                             ({"name": "a", "rpm_limit": True}, "rpm_limit"),
-                            ({"name": "a\x00b"}, "name")):
+                            ({"name": "a\x00b"}, "name"),
+                            ({"name": 5}, "name"), ({"name": True}, "name")):
             await _admin_rejects(c, "POST", "/admin/keys", 422, field, json=body)
         for raw in (b"[" * 100_000 + b"]" * 100_000, b'{"name": "\\ud800"}', b"{nope"):
             await _admin_rejects(c, "POST", "/admin/keys", 422, "body", content=raw)

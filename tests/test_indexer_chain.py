@@ -365,3 +365,39 @@ def test_a_backfill_leaves_no_answers_to_the_cycle_collector(anvil: Anvil, tmp_p
             gc.garbage.clear()
     assert progress.events > 50 and progress.blocks_done > 30  # many ranges of 10 blocks
     assert not kept, f"left to the cycle collector: {sorted(set(kept))} ({len(kept)} objects)"
+
+
+def test_an_in_memory_database_is_written_on_the_loops_thread(anvil: Anvil, tmp_path: Path
+                                                              ) -> None:
+    """An in-memory database is one connection shared by every user (StaticPool): the ranges
+    are committed on the event loop's own thread, so that with several chains following at
+    once no read or write of another falls inside one of their transactions. The rows equal
+    those of a file database."""
+    import threading
+
+    dep, _ = scenario(anvil.url)
+    memory = devnet_settings(anvil.url, dep.addresses, "sqlite://",
+                             start_block=dep.start_block, max_block_range=7)
+    store = open_store(memory)
+    threads: set[int] = set()
+    write = store.write_batch
+
+    def on_which_thread(batch: Any) -> int:
+        threads.add(threading.get_ident())
+        return write(batch)
+
+    store.write_batch = on_which_thread  # type: ignore[method-assign]
+    try:
+        index(memory, store)
+        got = dump(store.engine)
+    finally:
+        store.engine.dispose()
+    assert threads == {threading.get_ident()}
+    on_disk = devnet_settings(anvil.url, dep.addresses, f"sqlite:///{tmp_path}/f.db",
+                              start_block=dep.start_block, max_block_range=7)
+    file_store = open_store(on_disk)
+    try:
+        index(on_disk, file_store)
+        assert got == dump(file_store.engine) and got["event"]
+    finally:
+        file_store.engine.dispose()

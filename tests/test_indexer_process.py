@@ -208,6 +208,9 @@ def test_cli_errors_name_what_to_fix(anvil: Anvil, tmp_path: Path, pg_url: str) 
     r = run_cli("serve", "--no-indexer", "--config", down, "--port", "9")
     assert r.returncode == 2 and "database_url: cannot connect" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+    memory = write_config(tmp_path / "mem.yaml", anvil.url, addrs, "sqlite://")
+    r = run_cli("serve", "--no-indexer", "--config", memory, "--port", "9")
+    assert r.returncode == 2 and "cannot be served" in r.stderr, r.stderr
     for command in ("serve", "gateway"):  # a name that resolves to nothing: a usage error
         r = run_cli(command, "--host", "999.1.1.1", "--config", down)
         assert r.returncode == 2 and "--host: cannot listen on '999.1.1.1'" in r.stderr, r.stderr
