@@ -78,8 +78,8 @@ def event_rows(
     return rows, keys
 
 
-_step_values = itemgetter(*LIFECYCLE_STEP_COLS)
-_miner_values = itemgetter(*LIFECYCLE_MINER_COLS)
+_by_step = itemgetter("step")
+_by_miner = itemgetter("miner")
 
 
 def lifecycle_rows(tasks: list[Row], steps: list[Row], miners: list[Row]) -> list[Row]:
@@ -87,26 +87,23 @@ def lifecycle_rows(tasks: list[Row], steps: list[Row], miners: list[Row]) -> lis
     which hold every task_step and task_miner row of those tasks (the projector loaded them
     all; each JSON is rebuilt whole). Key order follows the lifecycle's column lists; entries
     are sorted by step and by miner, so the same rows give the same text whatever order they
-    came in."""
-    by_task: dict[tuple[int, int], tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]] = {
+    came in. (Each entry is built straight from its row: a tuple first, then a dict zipped
+    from it, took half as long again.)"""
+    by_task: dict[tuple[int, int], tuple[list[Row], list[Row]]] = {
         (t["session_id"], t["task_id"]): ([], []) for t in tasks
     }
     for r in steps:
-        by_task[r["session_id"], r["task_id"]][0].append(_step_values(r))
+        by_task[r["session_id"], r["task_id"]][0].append(r)
     for r in miners:
-        by_task[r["session_id"], r["task_id"]][1].append(_miner_values(r))
-    step_cols, miner_cols = LIFECYCLE_STEP_COLS, LIFECYCLE_MINER_COLS
-    for t in tasks:  # each entry's first value is its step (its miner): the sort key
+        by_task[r["session_id"], r["task_id"]][1].append(r)
+    step_cols, miner_cols, dumps = LIFECYCLE_STEP_COLS, LIFECYCLE_MINER_COLS, orjson.dumps
+    for t in tasks:
         s, m = by_task[t["session_id"], t["task_id"]]
-        s.sort(key=_first)
-        m.sort(key=_first)
-        t["steps_json"] = orjson.dumps([dict(zip(step_cols, v, strict=True)) for v in s]).decode()
-        t["miners_json"] = orjson.dumps([dict(zip(miner_cols, v, strict=True)) for v in m]).decode()
+        s.sort(key=_by_step)
+        m.sort(key=_by_miner)
+        t["steps_json"] = dumps([{c: r[c] for c in step_cols} for r in s]).decode()
+        t["miners_json"] = dumps([{c: r[c] for c in miner_cols} for r in m]).decode()
     return tasks
-
-
-def _first(v: tuple[Any, ...]) -> Any:
-    return v[0]
 
 
 def payments_json(*groups: list[Row]) -> str:
