@@ -97,7 +97,7 @@ def load_abi(path: Path) -> list[dict[str, Any]]:
     except UnicodeDecodeError:
         raise ConfigError(str(path), "is not UTF-8 text: give an ABI JSON file") from None
     except OSError as e:
-        raise ConfigError(str(path), f"cannot be read: {e.strerror}") from None
+        raise ConfigError(str(path), f"cannot be read as an ABI file: {e.strerror}") from None
     abi = data.get("abi") if isinstance(data, dict) else data
     if not isinstance(abi, list) or not all(isinstance(item, dict) for item in abi):
         raise ConfigError(str(path), "holds no ABI array (a list of objects)")

@@ -160,8 +160,15 @@ class ChainIndexer:
     def _check_event_map(self, contract: str, events: dict[str, Any], abi: list[Any]) -> None:
         """Each mapping names an event corlens projects and an event the ABI has: a mapping
         that matches nothing would leave those events unindexed without a word."""
-        ours = {e.name for e in events_of(contract, load_abi(abi_path(contract, None)))}
-        theirs = {item.get("name") for item in abi if item.get("type") == "event"}
+        ours = {
+            e.name: {p.name for p in e.inputs}
+            for e in events_of(contract, load_abi(abi_path(contract, None)))
+        }
+        theirs = {
+            item.get("name"): {str(p.get("name", "")) for p in item.get("inputs", [])}
+            for item in abi
+            if item.get("type") == "event"
+        }
         for name, mapping in events.items():
             key = f"chains[{self.chain.name}].contracts.{contract}.events.{name}"
             if name not in ours:
@@ -170,6 +177,15 @@ class ChainIndexer:
             if mapping.event not in theirs:
                 raise ConfigError(key, f"the ABI has no event named {mapping.event!r} "
                                   f"(it has: {', '.join(sorted(map(str, theirs)))})")
+            # A misspelt argument would leave its value out of every row, without a word.
+            for arg, their_arg in mapping.args.items():
+                if arg not in ours[name]:
+                    raise ConfigError(f"{key}.args.{arg}", f"{name} has no argument of this "
+                                      f"name (it has: {', '.join(sorted(ours[name]))})")
+                if their_arg not in theirs[mapping.event]:
+                    raise ConfigError(
+                        f"{key}.args.{arg}", f"the ABI's {mapping.event} has no argument "
+                        f"{their_arg!r} (it has: {', '.join(sorted(theirs[mapping.event]))})")
 
     async def _check_code(self) -> None:
         """Every contract address holds code: a wrong one (another chain's, say) would index

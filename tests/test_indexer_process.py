@@ -272,8 +272,13 @@ def test_a_replacement_payment_abi_is_mapped_in_config(devnet: Any, tmp_path: Pa
     assert payments("real") == payments("own")
     assert any(p[3] == "allocation" and p[6] for p in payments("real"))  # node from "miner"
     key = "chains[local].contracts.SessionPayment.events"
+    typo = {"NodePaymentAllocated": {"event": "NodePaymentAllocated",
+                                     "args": {**theirs, "node": "minr"}}}
+    unknown = {"NodePaymentAllocated": {"event": "NodePaymentAllocated",
+                                        "args": {**theirs, "nope": "miner"}}}
     for bad, problem in (({"NodePaymentAllocated": {"event": "Allocated"}}, "no event named"),
-                         ({"Bogus": {"event": "NodePaymentAllocated"}}, "projects no")):
+                         ({"Bogus": {"event": "NodePaymentAllocated"}}, "projects no"),
+                         (typo, "has no argument 'minr'"), (unknown, "no argument of this")):
         r = run("bad", {"abi": str(tmp_path / "real.json"), "events": bad})
         assert r.returncode == 2 and key in r.stderr and problem in r.stderr, r.stderr
 
