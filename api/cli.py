@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from api import entry
-from api.cli_opts import ConfigOpt, JsonOpt, host_problem
+from api.cli_opts import ConfigOpt, JsonOpt, bind_problem, host_problem
 from indexer.config import Settings, load_settings
 from indexer.errors import ConfigError, IndexerError
 
@@ -169,6 +169,8 @@ def serve(
 
     if problem := host_problem(host):
         raise fail(2, problem)
+    if problem := bind_problem(host, port):
+        raise fail(1, problem)
     s = settings_or_exit(config, require_chains=False)
     try:
         from api.compose import serve_app
@@ -237,6 +239,8 @@ def demo(
     SQLite with progress and a summary, then the API serving it while the indexer follows."""
     if not no_serve and (problem := host_problem(host)):
         raise fail(2, problem)
+    if not no_serve and (problem := bind_problem(host, port)):
+        raise fail(1, problem)
     from api.demo import run_demo
 
     def show(summary: Any) -> None:

@@ -28,3 +28,21 @@ def host_problem(host: str) -> str | None:
     except (OSError, UnicodeError) as e:
         return f"--host: cannot listen on {host!r}: {getattr(e, 'strerror', None) or e}"
     return None
+
+
+def bind_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port`` right now (the port taken, an address
+    not on this machine), or None: tried with a socket of our own, closed at once."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            s.bind(address)
+    except OSError as e:
+        return (f"cannot listen on {host or '*'}:{port}: {e.strerror or e}; choose another "
+                "--port, or a --host address of this machine")
+    return None

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from typing import IO, Any
 import pytest
 import sqlalchemy as sa
 
-from devnet.anvil import Anvil
+from devnet.anvil import Anvil, free_port
 from devnet.deploy import deploy_all
 from devnet.scenario import run_scenario
 from indexer.db import make_engine
@@ -205,15 +206,23 @@ def test_cli_errors_name_what_to_fix(anvil: Anvil, tmp_path: Path, pg_url: str) 
         assert "Traceback" not in r.stderr
     down = write_config(tmp_path / "s.yaml", anvil.url, addrs,
                         "postgresql://postgres@127.0.0.1:9/nope")
-    r = run_cli("serve", "--no-indexer", "--config", down, "--port", "9")
+    r = run_cli("serve", "--no-indexer", "--config", down, "--port", str(free_port()))
     assert r.returncode == 2 and "database_url: cannot connect" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     memory = write_config(tmp_path / "mem.yaml", anvil.url, addrs, "sqlite://")
-    r = run_cli("serve", "--no-indexer", "--config", memory, "--port", "9")
+    r = run_cli("serve", "--no-indexer", "--config", memory, "--port", str(free_port()))
     assert r.returncode == 2 and "cannot be served" in r.stderr, r.stderr
     for command in ("serve", "gateway"):  # a name that resolves to nothing: a usage error
         r = run_cli(command, "--host", "999.1.1.1", "--config", down)
         assert r.returncode == 2 and "--host: cannot listen on '999.1.1.1'" in r.stderr, r.stderr
+    with socket.socket() as taken:  # a port in use: said before the server starts
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for command in ("serve", "gateway"):
+            r = run_cli(command, "--port", port, "--config", down)
+            assert r.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
+            assert "--port" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_a_contract_address_without_code_is_refused_before_anything_is_stored(
