@@ -32,5 +32,7 @@ def main() -> None:
     cli_main()
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m api.entry: run as the module api.cli reads the flag of
+    from api import entry
+
+    entry.main()
