@@ -52,6 +52,7 @@ def no_nul(v: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(no_nul)]
+MAX_ALIAS = 200  # characters of a model alias (and of a client's model name, recorded as is)
 
 
 class _Strict(BaseModel):
@@ -176,9 +177,11 @@ class GatewayConfig(_Strict):
     @classmethod
     def _aliases(cls, v: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
         for alias in v:
-            if not alias or any(c.isspace() or c in "/\x00" for c in alias):
-                raise ValueError(f"model alias {alias!r} must be non-empty, no spaces, '/' "
-                                 "or NUL")
+            if not alias or len(alias) > MAX_ALIAS or any(
+                c.isspace() or c in "/\x00" for c in alias
+            ):
+                raise ValueError(f"model alias {alias[:40]!r} must be non-empty, at most "
+                                 f"{MAX_ALIAS} characters, no spaces, '/' or NUL")
         return v
 
     @property

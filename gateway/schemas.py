@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.config import ChatTemplate, Text
+from gateway.config import MAX_ALIAS, ChatTemplate, Text
 from gateway.errors import ApiError
 
 T = TypeVar("T", bound=BaseModel)
@@ -20,7 +20,8 @@ T = TypeVar("T", bound=BaseModel)
 class _Sampling(BaseModel):
     # Unknown OpenAI fields (n, user, logprobs, ...) are accepted and ignored.
     model_config = ConfigDict(extra="ignore")
-    model: Text = Field(min_length=1)  # recorded with the request, even when unknown
+    # Recorded with the request, even when unknown: bounded like a configured alias.
+    model: Text = Field(min_length=1, max_length=MAX_ALIAS)
     stream: bool = False
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0, le=2)

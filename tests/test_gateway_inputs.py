@@ -229,9 +229,10 @@ def test_config_strings_recorded_with_requests_refuse_nul(raw: dict[str, Any], k
 
 @pytest.mark.anyio
 async def test_a_model_name_with_nul_is_refused_before_it_is_recorded(store_url: str) -> None:
-    """A client's unknown model name is recorded with its 404; one holding NUL is refused with
-    a 422 naming ``model`` instead, so its record never reaches the database (PostgreSQL would
-    refuse it), and the records of other requests are stored (both backends)."""
+    """A client's unknown model name is recorded with its 404; one holding NUL, or longer than
+    any alias may be, is refused with a 422 naming ``model`` instead, so its record never
+    reaches the database (PostgreSQL would refuse NUL), and the records of other requests are
+    stored (both backends)."""
     from devnet.routers import Behaviour, RouterServer
     from tests.gateway_helpers import add_key, bearer, sessions_of
 
@@ -241,6 +242,7 @@ async def test_a_model_name_with_nul_is_refused_before_it_is_recorded(store_url:
         async with serve_gateway(section, db_url=store_url, redis_url=None) as s, \
                 httpx.AsyncClient(base_url=s.url, headers=bearer(key)) as c:
             for path, body in (("/v1/completions", {"model": "m\x00", "prompt": "x"}),
+                               ("/v1/completions", {"model": "m" * 10_000, "prompt": "x"}),
                                ("/v1/chat/completions", {"model": "\x00", "messages": [
                                    {"role": "user", "content": "x"}]})):
                 r = await c.post(path, json=body)
