@@ -56,7 +56,8 @@ MAX_ALIAS = 200  # characters of a model alias (and of a client's model name, re
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf or nan: every float here is a time or a size, and inf would reach Redis and asyncio.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SessionConfig(_Strict):

@@ -80,7 +80,7 @@ class ContractConfig(BaseModel):
 
 
 class ChainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     preset: Literal["testnet0", "testnet1a", "local"] | None = None
     chain_id: int | None = Field(default=None, ge=1, le=MAX_INT64)
@@ -316,6 +316,9 @@ def apply_env_overrides(data: dict[str, Any], env: dict[str, str]) -> dict[str, 
                     if isinstance(c, dict)
                     and (str(c.get("name", "")).lower() == part or str(j) == part)
                 ]
+                if not match and not any(isinstance(c, dict) for c in node):
+                    raise ConfigError(var, "names an item of a list: set the whole list, e.g. "
+                                      f"{ENV_PREFIX}...__{path[i - 1].upper()}='[...]'")
                 if not match:
                     raise ConfigError(var, f"no chain named {part!r} to override")
                 node = match[0]

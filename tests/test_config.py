@@ -99,7 +99,9 @@ def test_config_env_var_names_the_file(tmp_path: Path) -> None:
         ("chains:\n  - {name: x, preset: local, rpc_urls: ['http://a'], "
          "start_block: 99999999999999999999999}\n", {}, "chains[x].start_block", "less than"),
         ("chains:\n  - {name: x, preset: local, rpc_urls: ['http://a'], poll_interval: .inf}\n",
-         {}, "chains[x].poll_interval", "less than"),
+         {}, "chains[x].poll_interval", "finite number"),
+        ("chains:\n  - {name: x, preset: local, rpc_urls: ['http://a'], poll_interval: .nan}\n",
+         {}, "chains[x].poll_interval", "finite number"),
         ("chains:\n  - {name: x, chain_id: 99999999999999999999, rpc_urls: ['http://a']}\n", {},
          "chains[x].chain_id", "less than"),
         (BASE.replace("start_block: 5", "start_block: 99999999999999999999"), {"KEY": "k"},
@@ -129,6 +131,11 @@ def test_unknown_chain_override_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="CORLENS_CHAINS__NOPE__RPC_URLS"):
         load_settings(write(tmp_path, BASE), env={"KEY": "k",
                                                   "CORLENS_CHAINS__NOPE__RPC_URLS": "[]"})
+    # An item of a list of values is not a chain: the message says to set the whole list.
+    with pytest.raises(ConfigError, match="CORLENS_CHAINS__T0__RPC_URLS__0: names an item of a "
+                                          "list: set the whole list"):
+        load_settings(write(tmp_path, BASE), env={"KEY": "k",
+                                                  "CORLENS_CHAINS__T0__RPC_URLS__0": "http://b"})
 
 
 def test_shipped_examples_load() -> None:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from devnet.anvil import free_port
 from gateway.accounting import Recorder
 from gateway.config import AccountingConfig, load_gateway_config
 from gateway.errors import GatewayConfigError
@@ -32,6 +33,16 @@ from tests.test_gateway_units import SESSION, corlens
 
 BIGINT_MAX = 2**63 - 1
 HUGE = 2**70  # beyond every integer column
+
+
+def test_times_must_be_finite() -> None:
+    """inf or nan for a time (a lease's TTL reaches Redis, a timeout asyncio) is refused when
+    the config is read, naming the key."""
+    for key, section in (("lease_ttl", {"lease_ttl": float("inf")}),
+                         ("upstream.timeout", {"upstream": {"timeout": float("nan")}})):
+        with pytest.raises(GatewayConfigError, match="finite number") as e:
+            load_gateway_config({"models": {"m": {"sessions": [SESSION]}}, **section})
+        assert e.value.key == key
 
 
 def test_session_id_beyond_bigint_is_a_config_error(tmp_path: Path) -> None:
@@ -51,7 +62,7 @@ def test_session_id_beyond_bigint_is_a_config_error(tmp_path: Path) -> None:
 
     cfg = write_config(tmp_path / "c.yaml", {"models": {"m": {"sessions": [
         {**SESSION, "session_id": HUGE}]}}}, db_url=f"sqlite:///{tmp_path}/x.db", redis_url=None)
-    run = corlens("gateway", "-c", str(cfg), "--port", "1")
+    run = corlens("gateway", "-c", str(cfg), "--port", str(free_port()))
     assert run.returncode == 2 and "gateway.models.m.sessions.0.session_id" in run.stderr
 
 

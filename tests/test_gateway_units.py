@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from api.cli import app as cli_app
+from devnet.anvil import free_port
 from gateway.capacity.base import CapacitySnapshot, SessionState
 from gateway.config import ChatTemplate, load_gateway_config
 from gateway.errors import ApiError, GatewayConfigError
@@ -157,7 +158,7 @@ def test_keys_commands_and_exit_codes(tmp_path: Path) -> None:
 
     bad = write_config(tmp_path / "bad.yaml", {"models": {"m": {"sessions": [
         {**SESSION, "max_inflight": 0}]}}}, db_url=db, redis_url=None)
-    run = corlens("gateway", "-c", str(bad), "--port", "1")
+    run = corlens("gateway", "-c", str(bad), "--port", str(free_port()))
     assert run.returncode == 2 and "gateway.models.m.sessions.0.max_inflight" in run.stderr
     nofile = corlens("keys", "list", "-c", str(tmp_path / "none.yaml"))
     assert nofile.returncode == 2 and "--config" in nofile.stderr
