@@ -16,8 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from api.cli_opts import ConfigOpt, JsonOpt
-
-MAX_ID = 2**63 - 1  # ids are BIGINT in SQL
+from indexer.config import MAX_ID
 
 if TYPE_CHECKING:  # loaded when the command runs
     from api.routes_verify import StepVerification, TaskVerification

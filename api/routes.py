@@ -33,12 +33,12 @@ from api.schemas import (
     TaskSummary,
 )
 from api.state import CHAIN_NAME_MAX, AppState, ChainDep, ChainName, ConnDep, StateDep
+from indexer.config import MAX_ID
 from indexer.finality import finality_of
 from indexer.project import TASK_STATUSES
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS_422_404)
 
-MAX_ID = 2**63 - 1  # ids are BIGINT in SQL
 SessionId = Annotated[int, Path(ge=0, le=MAX_ID, description="SessionV2 session id")]
 TaskId = Annotated[int, Path(ge=0, le=MAX_ID, description="Task id within the session")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Page size, at most {MAX_LIMIT}")]

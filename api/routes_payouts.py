@@ -26,10 +26,10 @@ from api.errors import ERRORS_422_404, bad_field
 from api.links import Links
 from api.pagination import DEFAULT_LIMIT, BadToken, decode_token, encode_token
 from api.payouts_view import payment_out
-from api.routes import MAX_ID, Limit, Next
+from api.routes import Limit, Next
 from api.schemas import Finality, Page, PaymentOut
 from api.state import ChainDep, ConnDep, StateDep
-from indexer.config import Settings
+from indexer.config import MAX_ID, Settings
 from indexer.errors import ConfigError, IndexerError
 from indexer.finality import finality_of
 from indexer.rpc import RpcClient

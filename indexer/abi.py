@@ -7,6 +7,7 @@ because ``TaskAssigned`` and ``SessionCreated`` exist on two contracts with diff
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,14 @@ ABI_DIR = Path(__file__).resolve().parent.parent / "abis"
 # Signature -> keccak-256 of every event and function of the ABIs in abis/, written by
 # abis/build.py (tests/test_abis.py checks each value).
 KECCAK_CACHE = ABI_DIR / "bin" / "keccak.json"
-_hashes: dict[str, str] = {}
+
+
+@functools.cache
+def _known_hashes() -> dict[str, str]:
+    try:
+        return dict(json.loads(KECCAK_CACHE.read_text()))
+    except (OSError, ValueError, TypeError):  # no cache: every hash is computed
+        return {}
 
 
 def signature_hash(signature: str) -> str:
@@ -28,16 +36,11 @@ def signature_hash(signature: str) -> str:
     other: the first hash computed loads the keccak backend, whose first load runs ``file`` on
     the Python binary (pycryptodome checks the architecture), 70 ms of every ``corlens index``
     start before its first request."""
-    if not _hashes:
-        try:
-            _hashes.update(json.loads(KECCAK_CACHE.read_text()))
-        except (OSError, ValueError):  # no cache: every hash is computed
-            _hashes["?"] = ""
-    h = _hashes.get(signature)
+    h = _known_hashes().get(signature)
     if h is None:
         from eth_hash.auto import keccak  # eth_utils' own keccak, without eth_utils' import
 
-        h = _hashes[signature] = "0x" + keccak(signature.encode()).hex()
+        h = "0x" + keccak(signature.encode()).hex()
     return h
 
 

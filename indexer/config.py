@@ -21,8 +21,8 @@ from indexer.errors import ConfigError, redact_url
 ENV_PREFIX = "CORLENS_"
 DEFAULT_CONFIG = "corlens.yaml"
 ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
-# Ids and block numbers are BIGINT columns.
-MAX_INT64 = 2**63 - 1
+# Ids and block numbers are BIGINT columns (the API's bounds too).
+MAX_ID = 2**63 - 1
 ENV_REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 ExplorerKind = Literal["etherscan", "blockscout", "corlens"]
@@ -67,7 +67,7 @@ class EventMap(BaseModel):
 class ContractConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     address: str | None = None
-    start_block: int | None = Field(default=None, ge=0, le=MAX_INT64)
+    start_block: int | None = Field(default=None, ge=0, le=MAX_ID)
     abi: str | None = None  # path to an ABI JSON file; default abis/<name>.json
     events: dict[str, EventMap] = Field(default_factory=dict)  # corlens event name -> ABI's
 
@@ -83,18 +83,18 @@ class ChainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     preset: Literal["testnet0", "testnet1a", "local"] | None = None
-    chain_id: int | None = Field(default=None, ge=1, le=MAX_INT64)
-    parent_chain_id: int | None = Field(default=None, ge=1, le=MAX_INT64)
+    chain_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    parent_chain_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     rpc_urls: list[str] = Field(min_length=1)
     explorer_url: str | None = None
     explorer_kind: ExplorerKind | None = None
     dashboard_url: str | None = None
     finality: Literal["tags", "depth"] | None = None
     # the depth fallback when tags are missing
-    confirmations: int = Field(default=64, ge=0, le=MAX_INT64)
-    max_reorg_depth: int = Field(default=256, ge=1, le=MAX_INT64)
-    start_block: int = Field(default=0, ge=0, le=MAX_INT64)
-    max_block_range: int = Field(default=10_000, ge=1, le=MAX_INT64)
+    confirmations: int = Field(default=64, ge=0, le=MAX_ID)
+    max_reorg_depth: int = Field(default=256, ge=1, le=MAX_ID)
+    start_block: int = Field(default=0, ge=0, le=MAX_ID)
+    max_block_range: int = Field(default=10_000, ge=1, le=MAX_ID)
     poll_interval: float = Field(default=2.0, gt=0, le=86_400)  # seconds
     rpc_timeout: float = Field(default=20.0, gt=0, le=3_600)
     # Read the sender of router/client step transactions (one batched call per range), so every

@@ -94,12 +94,11 @@ def rollback_in(store: Store, conn: sa.Connection, chain_id: int, fork: int) -> 
     }
 
     removed = conn.execute(e.delete().where(above)).rowcount or 0
-    for model, col in (
+    for t, col in (
         (MalformedLog, "block_number"),
         (Block, "number"),
         (Payment, "block_number"),
     ):
-        t = model
         conn.execute(t.delete().where(t.c.chain_id == chain_id, t.c[col] > fork))
     for sid, tid in tasks:
         for t in (Task, TaskStep, TaskMiner):

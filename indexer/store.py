@@ -76,14 +76,14 @@ class Store:
         self.bulk = BulkWriter(engine.dialect)
 
     # -- helpers ---------------------------------------------------------------------------
-    def _insert(self, model: Any) -> Any:
+    def _insert(self, tbl: sa.Table) -> Any:
         mod = postgresql if self.dialect == "postgresql" else sqlite
-        return mod.insert(model)
+        return mod.insert(tbl)
 
     def _upsert(
         self,
         conn: sa.Connection,
-        model: Any,
+        tbl: sa.Table,
         rows: list[dict[str, Any]],
         insert_defaults: dict[str, Any] | None = None,
     ) -> None:
@@ -91,7 +91,6 @@ class Store:
         ``insert_defaults`` fill the others when the row is new."""
         if not rows:
             return
-        tbl = model
         pk = [c.name for c in tbl.primary_key.columns]
         cols = [c for c in rows[0] if c not in pk]
         if insert_defaults:
@@ -100,17 +99,18 @@ class Store:
             only = frozenset(insert_defaults or ()) - set(cols)
             self.bulk.write(conn, tbl, rows, insert_only=only)
             return
-        ins = self._insert(model)
+        ins = self._insert(tbl)
         stmt = ins.on_conflict_do_update(index_elements=pk, set_={c: ins.excluded[c] for c in cols})
         for chunk in chunks(rows, 2000):
             conn.execute(stmt, list(chunk))
 
-    def _insert_ignore(self, conn: sa.Connection, model: Any, rows: list[dict[str, Any]]) -> None:
-        if rows and self.bulk.supports(model):
-            self.bulk.write(conn, model, rows, update=False)
+    def _insert_ignore(self, conn: sa.Connection, tbl: sa.Table, rows: list[dict[str, Any]]
+                       ) -> None:
+        if rows and self.bulk.supports(tbl):
+            self.bulk.write(conn, tbl, rows, update=False)
         elif rows:
             for chunk in chunks(rows, 2000):
-                conn.execute(self._insert(model).on_conflict_do_nothing(), list(chunk))
+                conn.execute(self._insert(tbl).on_conflict_do_nothing(), list(chunk))
 
     def state(self, chain_id: int) -> sa.Row[Any] | None:
         """The chain's ``chain_state`` row (its columns as attributes), if any."""

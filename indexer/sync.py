@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ ADDRESS_GETTERS = {
     "SessionPayment": "getSessionPaymentAddress",
     "NodePool": "getNodePoolAddress",
 }
-HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+# An eth_call answer holding (at least) one 32-byte word: an address getter's.
+WORD_RE = re.compile(r"0x[0-9a-fA-F]{64,}")
 
 
 # eth_getLogs ranges one step may take when following the head, and during a backfill (whose
@@ -216,8 +218,7 @@ class ChainIndexer:
                     f"chains[{self.chain.name}].contracts.{name}.address",
                     f"not set and SessionV2.{getter}() failed: {e}",
                 ) from None
-            word = out[2:] if isinstance(out, str) and out.startswith("0x") else ""
-            if len(word) < 64 or any(c not in HEX_DIGITS for c in word):
+            if not isinstance(out, str) or not WORD_RE.fullmatch(out):
                 # No contract there (an empty answer), or not SessionV2.
                 raise ConfigError(
                     f"chains[{self.chain.name}].contracts.SessionV2.address",
@@ -225,7 +226,7 @@ class ChainIndexer:
                     f"{out[:20]!r}, not an address: check that this is SessionV2's address on "
                     f"this chain (chain {self.chain_id}), or set contracts.{name}.address",
                 )
-            addr = "0x" + word[-40:].lower()
+            addr = "0x" + out[-40:].lower()
             if int(addr, 16) != 0:
                 self.addresses[name] = addr
 
