@@ -221,9 +221,11 @@ def decode_cpu(logs: list[dict[str, Any]], address: str) -> float:
     return cpu
 
 
-def measure(url: str, anvil_pid: int, address: str, ranges: list[tuple[int, int]],
-            sqlite_db: str) -> tuple[list[Part], float]:
-    """The parts above, and corlens's decoding CPU seconds for scale."""
+def measure(
+    url: str, anvil_pid: int, address: str, ranges: list[tuple[int, int]], sqlite_db: str
+) -> tuple[list[Part], float, dict[str, tuple[int, float]]]:
+    """The parts above, corlens's decoding CPU seconds for scale, and per table the rows and
+    CPU seconds of their plain sqlite3 inserts."""
     parts: list[Part] = []
     node, own, logs = _measured(anvil_pid, lambda: read_logs(url, address, ranges))
     parts.append(Part(f"eth_getLogs, {len(ranges)} calls", node, own, "anvil + reading the JSON"))
@@ -251,7 +253,7 @@ def measure(url: str, anvil_pid: int, address: str, ranges: list[tuple[int, int]
     rows = ", ".join(f"{n:,} {t} {cpu:.2f}" for t, (n, cpu) in tables.items() if n)
     parts.append(Part("sqlite3 inserts of corlens's rows, as it stores them", 0.0,
                       sum(cpu for _, cpu in tables.values()), f"rows and CPU s: {rows}"))
-    return parts, decode_cpu(logs, address)
+    return parts, decode_cpu(logs, address), tables
 
 
 def _budget(floor: float, target: float) -> tuple[int, float]:

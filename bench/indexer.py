@@ -11,9 +11,14 @@ over at least ``--blocks`` blocks. Then, over the range ``corlens`` indexes (blo
 * ``corlens index --once --json`` as a subprocess, end to end (start, imports, migrations, sync),
   into SQLite, then into a fresh PostgreSQL database when the server answers.
 
+Then the ceiling (bench/ceiling.py): the leanest loop we could write, doing strictly less than
+``corlens index`` must, over the same chain, and from it the least wall time an indexer doing
+what corlens must could take on this machine.
+
 Prints events/s, the ratio to the floor and the child's peak RSS against the targets, anvil's
 CPU during each run, and the CPU budget the targets leave (bench/budget.py); fails loudly when
-an index does not hold exactly the generated events. See bench/README.md.
+an index (corlens's or the ceiling's) does not hold exactly the generated events. See
+bench/README.md.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import contextlib
 import json
 import os
 import pstats
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -46,6 +52,9 @@ SENDERS = 20  # anvil's unlocked accounts; one tx per account per JSON-RPC batch
 MAX_TASKS_PER_CALL = 200  # keeps one call's gas (below) far under anvil's 30M block gas limit
 FIXED_CHUNK = 2_000  # blocks per eth_getLogs in the fixed-chunk floor
 FLOOR_RUNS = 3  # the floor is the best of this many runs (a low floor is the strict one)
+# Projection rows an indexer must store beside the raw events (task_step, a copy of the task
+# rows' steps, is left out): their plain sqlite3 inserts count towards the least wall time.
+PROJECTION_TABLES = ("block", "task", "task_miner", "payment")
 TARGETS = {"sqlite": 2.5, "postgresql": 3.0}  # end to end / floor, from the issue
 RSS_TARGET_MB = 300.0
 PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -170,9 +179,11 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def run(args: list[str], profile: str | None = None) -> tuple[float, float, float, str]:
-    """Run ``corlens *args``; (wall seconds, CPU seconds, its own peak RSS in MB, stdout)."""
-    cmd = [str(CORLENS), *args]
+def run(args: list[str], profile: str | None = None,
+        program: list[str] | None = None) -> tuple[float, float, float, str]:
+    """Run ``corlens *args`` (or ``program *args``); (wall seconds, CPU seconds, its own peak
+    RSS in MB, stdout)."""
+    cmd = [*(program or [str(CORLENS)]), *args]
     if profile:
         cmd = [sys.executable, "-m", "cProfile", "-o", profile, *cmd]
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CORLENS_")}
@@ -180,7 +191,7 @@ def run(args: list[str], profile: str | None = None) -> tuple[float, float, floa
         proc = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, stats.name, *cmd],
                               capture_output=True, env=env, cwd=REPO, check=False)
         if proc.returncode != 0:
-            raise SystemExit(f"corlens {' '.join(args)} exited {proc.returncode}:\n"
+            raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n"
                              f"{proc.stderr.decode(errors='replace')}")
         wall, cpu, kb = stats.read().split()
     return float(wall), float(cpu), int(kb) / 1024, proc.stdout.decode()
@@ -216,6 +227,58 @@ def pg_database(server_url: str) -> Iterator[str | None]:
             yield f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_ceilings(url: str, node_pid: int, address: str, tmp: Path,
+                 events: int) -> list[tuple[str, float, float, float]]:
+    """bench/ceiling.py in each mode over the same chain: (mode, seconds, CPU s, anvil CPU s).
+    Fails loudly unless each stored every event (and only the senders loop read senders)."""
+    from bench import budget, ceiling  # imported late: see main()
+
+    got = []
+    for mode in ceiling.MODES:
+        node_cpu = budget.proc_cpu(node_pid)
+        secs, cpu, _, out = run([mode, url, address, str(tmp / f"ceiling-{mode}.db")],
+                                program=[sys.executable, str(REPO / "bench" / "ceiling.py")])
+        node_cpu = budget.proc_cpu(node_pid) - node_cpu
+        counts = json.loads(out)
+        with contextlib.closing(sqlite3.connect(tmp / f"ceiling-{mode}.db")) as db:
+            rows, with_sender = db.execute("SELECT COUNT(*), COUNT(sender) FROM event").fetchone()
+        senders_ok = (with_sender > 0 and counts["senders"] > 0) if mode == "senders" else (
+            with_sender == counts["senders"] == 0)
+        if (counts["stored"], rows) != (events, events) or not senders_ok:
+            raise SystemExit(f"the ceiling's {mode} loop is wrong: it says {counts}, its table "
+                             f"holds {rows} rows ({with_sender} with a sender); {events} events")
+        got.append((mode, secs, cpu, node_cpu))
+    return got
+
+
+def report_ceilings(ceilings: list[tuple[str, float, float, float]],
+                    tables: dict[str, tuple[int, float]], floor: float) -> None:
+    """The ceiling's figures, and the least wall time an indexer doing what corlens must could
+    take here: the senders loop's CPU and anvil's, plus the plain sqlite3 inserts of the
+    projection rows it leaves out, spread over every core with none ever idle."""
+    cores = os.cpu_count() or 1
+    print(f"\nThe ceiling (bench/ceiling.py): the leanest loop we could write, doing strictly "
+          f"less than corlens must (no projections, headers, reorg or finality checks), "
+          f"against the {floor:.3f} s floor:")
+    print(f"{'loop':<42}{'seconds':>8}{'CPU s':>7}{'anvil CPU s':>13}{'ratio':>8}"
+          f"{'all ' + str(cores) + ' cores busy':>18}")
+    for mode, secs, cpu, node_cpu in ceilings:
+        packed = (cpu + node_cpu) / cores
+        print(f"{'ceiling, ' + mode:<42}{secs:>8.2f}{cpu:>7.2f}{node_cpu:>13.2f}"
+              f"{secs / floor:>7.2f}x{packed / floor:>17.2f}x")
+    _, _, cpu, node_cpu = ceilings[-1]
+    extra = {t: tables[t] for t in PROJECTION_TABLES if t in tables}
+    extra_cpu = sum(c for _, c in extra.values())
+    bound = (cpu + node_cpu + extra_cpu) / cores
+    listed = ", ".join(f"{n:,} {t} {c:.2f}" for t, (n, c) in extra.items())
+    limit = TARGETS["sqlite"]
+    print(f"least wall time for the SQLite index: the senders loop ({cpu:.2f} + anvil "
+          f"{node_cpu:.2f} CPU s) plus the projection rows it leaves out ({listed}: "
+          f"{extra_cpu:.2f} CPU s in plain sqlite3) over {cores} cores never idle = "
+          f"{bound:.2f} s, {bound / floor:.2f}x the floor: the {limit}x target is "
+          f"{'within reach' if bound / floor <= limit else 'out of reach'} on this machine")
 
 
 def verdict(ok: bool) -> str:
@@ -284,6 +347,7 @@ def main() -> None:
                 if server:  # the index is checked: its tables may now take the COPY floor
                     pg_copy = budget.pg_copies(plain_url, f"{tmp}/bench.db")
                 rows.append((f"corlens index --once, {name}", secs, cpu, name, rss, node_cpu))
+        ceilings = run_ceilings(node.url, node_pid, address, Path(tmp), a.events)
         # The fixed cost in the figures above: process start, imports, migrations, one block.
         cfg = write_config(Path(tmp) / "one.yaml", f"sqlite:///{tmp}/one.db", node.url, address,
                            start_block=head)
@@ -317,7 +381,8 @@ def main() -> None:
     for server_cpu in server_cpus:
         print(f"the PostgreSQL server (all its processes) used {server_cpu:.2f} CPU s "
               "during its run")
-    budget.report(*budget_parts, planner, TARGETS["sqlite"])
+    budget.report(*budget_parts[:2], planner, TARGETS["sqlite"])
+    report_ceilings(ceilings, budget_parts[2], planner)
     if pg_copy is not None:
         budget.report_pg(pg_copy, budget_parts[0], planner, TARGETS["postgresql"])
     if a.profile:

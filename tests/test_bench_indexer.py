@@ -62,3 +62,27 @@ def test_indexer_bench_runs_and_prints_its_budget() -> None:
                      out, re.MULTILINE), out  # fmt: skip
     left = number(r"^left for decoding, projections and the pipeline: (-?[\d.]+) CPU s", out)
     assert abs(left - (budget - total)) <= 0.011
+    # The ceiling: each loop ran (bench/indexer.py checked that each stored all 800 events),
+    # and the least wall time adds the senders loop's CPU, anvil's and the projection rows'.
+    loops = re.findall(r"^ceiling, (raw|decoded|senders) +(\d+\.\d\d) +(\d+\.\d\d) +"
+                       r"(\d+\.\d\d) +(\d+\.\d\d)x +(\d+\.\d\d)x$", out, re.MULTILINE)
+    assert [m[0] for m in loops] == ["raw", "decoded", "senders"], out
+    def close(printed: str, seconds: float) -> bool:  # printed = seconds / floor, both rounded
+        slack = float(printed) * (0.0005 / floor + 0.005 / seconds) + 0.01
+        return abs(float(printed) - seconds / floor) <= slack
+
+    for _, secs, cpu, node_cpu, ratio, packed in loops:
+        assert float(secs) > 0 and float(cpu) > 0
+        assert close(ratio, float(secs)), (ratio, secs, floor)
+        assert close(packed, (float(cpu) + float(node_cpu)) / cores), (packed, cpu, node_cpu)
+    m = re.search(r"^least wall time for the SQLite index: the senders loop \(([\d.]+) \+ anvil "
+                  r"([\d.]+) CPU s\) plus the projection rows it leaves out \(\d+ block [\d.]+, "
+                  r"100 task [\d.]+, 100 task_miner [\d.]+, 100 payment [\d.]+: ([\d.]+) CPU s "
+                  r"in plain sqlite3\) over \d+ cores never idle = ([\d.]+) s, ([\d.]+)x the "
+                  r"floor: the 2\.5x target is (within reach|out of reach) on this machine$",
+                  out, re.MULTILINE)  # fmt: skip
+    assert m, out
+    cpu, node_cpu, extra, bound, ratio = (float(m.group(i)) for i in range(1, 6))
+    assert (cpu, node_cpu) == (float(loops[-1][2]), float(loops[-1][3]))
+    assert abs(bound - (cpu + node_cpu + extra) / cores) <= 0.011
+    assert (ratio <= 2.5) == (m.group(6) == "within reach")
