@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from api import entry
-from api.cli_opts import ConfigOpt, JsonOpt, bind_problem, host_problem
+from api.cli_opts import ConfigOpt, JsonOpt, listen_problem
 from indexer.config import Settings, load_settings
 from indexer.errors import ConfigError, IndexerError
 
@@ -167,10 +167,8 @@ def serve(
     """Serve the verification API (and the gateway), indexing in-process unless --no-indexer."""
     import uvicorn
 
-    if problem := host_problem(host):
-        raise fail(2, problem)
-    if problem := bind_problem(host, port):
-        raise fail(1, problem)
+    if problem := listen_problem(host, port):
+        raise fail(*problem)
     s = settings_or_exit(config, require_chains=False)
     try:
         from api.compose import serve_app
@@ -180,9 +178,6 @@ def serve(
         raise fail(2, f"config {e}") from None
     try:
         check_database(s.database_url)
-    except ConfigError as e:
-        raise fail(1 if "upgrade" in e.problem else 2, f"config {e}") from None
-    try:
         uvicorn.run(application, host=host, port=port, log_level="warning")
     except ConfigError as e:
         raise fail(1 if "upgrade" in e.problem else 2, f"config {e}") from None
@@ -237,10 +232,8 @@ def demo(
 ) -> None:
     """Run corlens on its embedded default: a local Cortensor devnet on anvil, indexed into
     SQLite with progress and a summary, then the API serving it while the indexer follows."""
-    if not no_serve and (problem := host_problem(host)):
-        raise fail(2, problem)
-    if not no_serve and (problem := bind_problem(host, port)):
-        raise fail(1, problem)
+    if not no_serve and (problem := listen_problem(host, port)):
+        raise fail(*problem)
     from api.demo import run_demo
 
     def show(summary: Any) -> None:

@@ -46,3 +46,13 @@ def bind_problem(host: str, port: int) -> str | None:
         return (f"cannot listen on {host or '*'}:{port}: {e.strerror or e}; choose another "
                 "--port, or a --host address of this machine")
     return None
+
+
+def listen_problem(host: str, port: int) -> tuple[int, str] | None:
+    """(exit status, message) when a server could not listen on ``host:port``: 2 for a host
+    name that does not resolve (bad input), 1 for an address or port unavailable now."""
+    if problem := host_problem(host):
+        return 2, problem
+    if problem := bind_problem(host, port):
+        return 1, problem
+    return None

@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from api.cli_opts import bind_problem, host_problem
+from api.cli_opts import listen_problem
 from gateway.config import GatewayConfig, load_gateway_config
 from gateway.errors import GatewayConfigError
 from gateway.limits import BIGINT_MAX, INT_MAX
@@ -100,10 +100,8 @@ def register(app: typer.Typer, hooks: CliHooks) -> None:
 
         from gateway.app import Gateway, create_gateway_app
 
-        if problem := host_problem(host):
-            raise fail(2, problem)
-        if problem := bind_problem(host, port):
-            raise fail(1, problem)
+        if problem := listen_problem(host, port):
+            raise fail(*problem)
         s, cfg = settings(config)
         if not cfg.models:
             raise fail(2, "config gateway.models: no model configured")

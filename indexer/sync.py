@@ -109,9 +109,7 @@ class ChainIndexer:
         # An in-memory database is one connection that every user shares (indexer.db): its
         # ranges are written on the loop's own thread, so that no other chain's read or write
         # can fall inside one of their transactions.
-        self.inline_writes = writer is None and in_process_only(
-            store.engine.url.render_as_string(hide_password=False)
-        )
+        self.inline_writes = writer is None and in_process_only(str(store.engine.url))
         self.rpc = rpc
         self.config_dir = config_dir
         self.chain_id = int(chain.chain_id or 0)
