@@ -17,12 +17,15 @@ writer process stores each log as one row with plain ``sqlite3`` and corlens's p
 * ``senders``: ``decoded`` plus the sender of every step transaction (the actor of a step whose
   log does not name it), read as corlens reads them (``indexer.prepare.senders_of``): a
   receipt, or the transaction when it left more than 32 of our logs, in JSON-RPC batches of
-  100, keeping ``from``.
+  100, keeping ``from``;
+* ``unstored``: ``senders`` with a writer process that discards every batch unread: the reads,
+  the decoding and the sender lookups alone, with nothing stored.
 
 Nothing else: no projections, no block headers, no reorg or finality checks, no lifecycle
 copies. Whatever this takes, an indexer that also does those takes more. Prints one JSON line:
-the logs stored and the senders read. Only the standard library, httpx and orjson are imported,
-besides corlens's decoders and range planner (no SQLAlchemy, no pydantic).
+the logs handed to the writer (``stored``) and the senders read. Only the standard library,
+httpx and orjson are imported, besides corlens's decoders and range planner (no SQLAlchemy, no
+pydantic).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-MODES = ("raw", "decoded", "senders")
+MODES = ("raw", "decoded", "senders", "unstored")
 CONTRACTS = ("SessionV2", "SessionQueueV2", "SessionPayment", "NodePool")  # as bench/indexer.py
 SENDER_BATCH = 100  # JSON-RPC calls per batch, as corlens's RpcClient sends them
 # As corlens's modules that load SQLAlchemy (tests/test_bench_indexer.py checks they agree):
@@ -66,12 +69,17 @@ _CURSOR = (
 )
 
 
-def writer(path: str) -> None:
-    """The writer process: frames of (last block, rows) on stdin, one transaction each."""
+def writer(path: str, discard: bool = False) -> None:
+    """The writer process: frames of (last block, rows) on stdin, one transaction each; with
+    ``discard``, each frame is read and dropped (no database at all)."""
+    inp = sys.stdin.buffer
+    if discard:
+        while len(head := inp.read(_LEN.size)) == _LEN.size:
+            inp.read(_LEN.unpack(head)[0])
+        return
     db = sqlite3.connect(path, isolation_level=None)
     for statement in _SCHEMA:
         db.execute(statement)
-    inp = sys.stdin.buffer
     while len(head := inp.read(_LEN.size)) == _LEN.size:
         (n,) = _LEN.unpack(head)
         last, rows = marshal.loads(inp.read(n))
@@ -83,7 +91,8 @@ def writer(path: str) -> None:
 
 
 async def index(mode: str, url: str, address: str, path: str) -> dict[str, int]:
-    child = subprocess.Popen([sys.executable, __file__, "writer", path], stdin=subprocess.PIPE)
+    role = "discard" if mode == "unstored" else "writer"
+    child = subprocess.Popen([sys.executable, __file__, role, path], stdin=subprocess.PIPE)
     import httpx
     import orjson
 
@@ -144,7 +153,7 @@ async def index(mode: str, url: str, address: str, path: str) -> dict[str, int]:
                          None) for lg in logs]  # fmt: skip
             events = registry.decode_logs(logs).events
             senders: dict[str, str] = {}
-            if mode == "senders":
+            if mode in ("senders", "unstored"):
                 ours: dict[str, int] = {}
                 for e in events:
                     ours[e.tx_hash] = ours.get(e.tx_hash, 0) + 1
@@ -202,8 +211,8 @@ async def index(mode: str, url: str, address: str, path: str) -> dict[str, int]:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["writer"]:
-        writer(sys.argv[2])
+    if sys.argv[1] in ("writer", "discard"):
+        writer(sys.argv[2], discard=sys.argv[1] == "discard")
         return
     mode, url, address, path = sys.argv[1:5]
     if mode not in MODES:

@@ -235,7 +235,8 @@ def run_ceilings(url: str, node_pid: int, address: str, tmp: Path, events: int,
                  corlens_db: Path) -> dict[str, tuple[float, float, float]]:
     """bench/ceiling.py in each mode over the same chain: mode -> (seconds, CPU s, anvil CPU s).
     Fails loudly unless each stored every event, and the senders loop (only it) the very
-    senders corlens stored in ``corlens_db``."""
+    senders corlens stored in ``corlens_db``; the unstored loop (which stores nothing) must have
+    handed over every event and read one sender per transaction corlens stored one for."""
     from bench import budget, ceiling  # imported late: see main()
 
     with contextlib.closing(sqlite3.connect(corlens_db)) as db:
@@ -247,6 +248,13 @@ def run_ceilings(url: str, node_pid: int, address: str, tmp: Path, events: int,
                                 program=[sys.executable, str(REPO / "bench" / "ceiling.py")])
         node_cpu = budget.proc_cpu(node_pid) - node_cpu
         counts = json.loads(out)
+        got[mode] = (secs, cpu, node_cpu)
+        if mode == "unstored":
+            if counts != {"stored": events, "senders": len(corlens_senders)}:
+                raise SystemExit(f"the ceiling's {mode} loop is wrong: it says {counts}; "
+                                 f"{events} events, corlens stored {len(corlens_senders)} "
+                                 "(tx, sender) pairs")
+            continue
         with contextlib.closing(sqlite3.connect(tmp / f"ceiling-{mode}.db")) as db:
             (rows,) = db.execute("SELECT COUNT(*) FROM event").fetchone()
             senders = set(db.execute(SENDERS_SQL))
@@ -256,7 +264,6 @@ def run_ceilings(url: str, node_pid: int, address: str, tmp: Path, events: int,
                              f"holds {rows} rows and {len(senders)} (tx, sender) pairs, "
                              f"{len(senders & wanted)} of them as corlens's {len(wanted)}; "
                              f"{events} events")
-        got[mode] = (secs, cpu, node_cpu)
     return got
 
 
