@@ -17,7 +17,7 @@ from gateway.errors import ApiError
 from gateway.forward import error_response
 from gateway.keys import bearer
 from gateway.limits import BIGINT_MAX, INT_MAX
-from gateway.stats import recent_requests, session_figures
+from gateway.stats import RECENT_LIMIT_MAX, recent_requests, session_figures
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -122,7 +122,7 @@ def admin_router(gw: Gateway) -> APIRouter:
             status=_text(qp.get("status"), "status"),
             key_id=_int(qp.get("key_id"), "key_id", lo=0, hi=BIGINT_MAX),
             session=_text(qp.get("session"), "session"),
-            limit=_int(qp.get("limit"), "limit", 100) or 100,
+            limit=_int(qp.get("limit"), "limit", 100, lo=1, hi=RECENT_LIMIT_MAX) or 100,
         )
         return {"requests": rows}
 

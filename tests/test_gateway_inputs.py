@@ -26,6 +26,7 @@ from tests.gateway_helpers import (
     ADMIN_H,
     anyio_backend_fixture,  # noqa: F401
     gateway_section,
+    migrated_sqlite,
     serve_gateway,
     write_config,
 )
@@ -203,6 +204,21 @@ async def test_admin_inputs_outside_the_columns(store_url: str,
         assert [(k["name"], k["rpm_limit"], k["enabled"]) for k in keys] == [
             ("kept", 2**31 - 1, True)]
     assert "Traceback" not in caplog.text and "Exception in ASGI" not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_admin_requests_limit_outside_its_range_is_a_422(tmp_path: Path) -> None:
+    """``limit`` of /admin/requests is 1 to 1000: anything else is a 422 whose
+    ``details.field`` is ``limit``, not a silently clamped answer."""
+    async with serve_gateway(gateway_section({}), db_url=migrated_sqlite(tmp_path),
+                             redis_url=None) as s, httpx.AsyncClient(base_url=s.url) as c:
+        for limit in ("-1", "0", "1001", "9" * 20, "x"):
+            r = await c.get("/admin/requests", params={"limit": limit}, headers=ADMIN_H)
+            assert r.status_code == 422, (limit, r.text)
+            assert r.json()["error"]["details"]["field"] == "limit"
+        for limit in ("1", "1000"):
+            r = await c.get("/admin/requests", params={"limit": limit}, headers=ADMIN_H)
+            assert r.status_code == 200 and r.json() == {"requests": []}, r.text
 
 
 def test_keys_commands_refuse_numbers_outside_the_columns(store_url: str,
