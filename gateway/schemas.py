@@ -51,11 +51,13 @@ class ChatRequest(_Sampling):
 
 
 def parse_body(raw: bytes, model: type[T]) -> T:
-    """Validate a JSON body; a problem raises 422 naming the first bad field."""
+    """Validate a JSON body; a problem raises 422 whose ``details.field`` names the first bad
+    field (``body`` when the body is no JSON object) and ``details.errors`` lists them all."""
     try:
         data = orjson.loads(raw) if raw else None
     except ValueError as e:
-        raise ApiError(422, "invalid_body", f"body is not valid JSON: {e}") from None
+        raise ApiError(422, "invalid_body", f"body is not valid JSON: {e}", {"field": "body"}
+                       ) from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_body", "body must be a JSON object", {"field": "body"})
     try:
@@ -67,7 +69,8 @@ def parse_body(raw: bytes, model: type[T]) -> T:
         ]
         first = errors[0]
         raise ApiError(
-            422, "invalid_body", f"{first['field']}: {first['problem']}", {"errors": errors}
+            422, "invalid_body", f"{first['field']}: {first['problem']}",
+            {"field": first["field"], "errors": errors},
         ) from None
 
 

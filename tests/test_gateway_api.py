@@ -131,10 +131,14 @@ async def test_client_errors(router: RouterServer, tmp_path: Path) -> None:
         assert r.status_code == 422 and r.json()["error"]["details"]["errors"][0]["field"] == (
             "max_tokens")
         assert r.json()["error"]["message"].startswith("max_tokens:")
+        assert r.json()["error"]["details"]["field"] == "max_tokens"  # as the README says
         r = await c.post("/v1/chat/completions", json={"model": "m", "messages": []}, headers=h)
         assert r.status_code == 422 and r.json()["error"]["message"].startswith("messages:")
-        r = await c.post("/v1/completions", content=b"{not json", headers=h)
-        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_body"
+        assert r.json()["error"]["details"]["field"] == "messages"
+        for raw in (b"{not json", b"not json", b"", b"[1]"):
+            r = await c.post("/v1/completions", content=raw, headers=h)
+            assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_body"
+            assert r.json()["error"]["details"]["field"] == "body", (raw, r.text)
         r = await c.post("/v1/completions", json={"model": "nope", "prompt": "x"}, headers=h)
         assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
         assert set(r.json()["error"]) == {"code", "message", "details"}
