@@ -17,12 +17,14 @@ from gateway.errors import ApiError
 from gateway.forward import error_response
 from gateway.keys import bearer
 from gateway.limits import BIGINT_MAX, INT_MAX
+from gateway.routes import ClientGone, read_body
 from gateway.stats import RECENT_LIMIT_MAX, recent_requests, session_figures
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
 Handler = Callable[[Request], Awaitable[dict[str, Any]]]
+ECHO_CHARS = 100  # of a client's value quoted back in an error (the body may hold 4 MiB)
 
 
 def check_admin(gw: Gateway, header: str | None) -> None:
@@ -58,8 +60,18 @@ def _text(value: Any, name: str, where: str = "invalid_query") -> Any:
     return value
 
 
+def _clip(text: str) -> str:
+    """``text`` as quoted in an error: at most :data:`ECHO_CHARS` characters.
+
+    >>> _clip("x" * 1000)[-7:], len(_clip("x" * 1000)), _clip("a1")
+    ('xxxx...', 103, 'a1')
+    """
+    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "..."
+
+
 async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    """The body as a JSON object; 413 beyond the client routes' limit, as theirs."""
+    raw = await read_body(request.receive)
     if not raw:
         return {}
     try:  # orjson, as for client bodies: bounded nesting, no lone surrogates
@@ -83,6 +95,8 @@ def admin_router(gw: Gateway) -> APIRouter:
                     return JSONResponse(await fn(request))
                 except ApiError as e:
                     return error_response(e)
+                except ClientGone:
+                    return Response(status_code=499)  # nobody reads it
 
             endpoint.__name__ = fn.__name__
             router.add_api_route(path, endpoint, methods=[method], summary=summary)
@@ -153,8 +167,8 @@ def admin_router(gw: Gateway) -> APIRouter:
         if 0 <= key_id <= BIGINT_MAX:
             info = await asyncio.to_thread(gw.store.set_key_enabled, key_id, enabled)
         if info is None:
-            shown = key_id if abs(key_id) <= BIGINT_MAX else str(key_id)  # JSON: 64 bits
-            raise ApiError(404, "key_not_found", f"no API key {key_id}", {"key_id": shown})
+            shown = key_id if abs(key_id) <= BIGINT_MAX else _clip(str(key_id))  # JSON: 64 bits
+            raise ApiError(404, "key_not_found", f"no API key {shown}", {"key_id": shown})
         gw.auth.forget(key_id)
         return info.public()
 
@@ -175,8 +189,8 @@ def admin_router(gw: Gateway) -> APIRouter:
         keys = [s.key for p in gw.pools.values() for s in p.slots
                 if wanted in (s.key, s.label)]
         if not keys:
-            raise ApiError(404, "session_not_found", f"no session {wanted!r}",
-                           {"session": wanted})
+            raise ApiError(404, "session_not_found", f"no session {_clip(wanted)!r}",
+                           {"session": _clip(wanted)})
         for key in keys:
             await gw.tracker.set_drained(key, drained)
         return {"sessions": keys, "drained": drained}

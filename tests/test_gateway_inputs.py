@@ -221,6 +221,31 @@ async def test_admin_requests_limit_outside_its_range_is_a_422(tmp_path: Path) -
             assert r.status_code == 200 and r.json() == {"requests": []}, r.text
 
 
+@pytest.mark.anyio
+async def test_admin_bodies_have_the_client_limit_and_errors_quote_little(
+        tmp_path: Path) -> None:
+    """The 4 MiB body limit holds for /admin/* as for /v1/* (413, nothing stored), and an
+    unknown session is quoted back clipped, not whole."""
+    big = "x" * (5 * 1024 * 1024)
+    async with serve_gateway(gateway_section({}), db_url=migrated_sqlite(tmp_path),
+                             redis_url=None) as s, httpx.AsyncClient(base_url=s.url) as c:
+        for path, body in (("/admin/keys", {"name": big}),
+                           ("/admin/sessions/drain", {"session": big}),
+                           ("/admin/sessions/undrain", {"session": big})):
+            r = await c.post(path, json=body, headers=ADMIN_H)
+            assert r.status_code == 413, (path, r.text[:200])
+            assert r.json()["error"]["code"] == "body_too_large"
+        assert (await c.get("/admin/keys", headers=ADMIN_H)).json() == {"keys": []}
+
+        long = "s" * 30_000  # httpx sends at most 64 KiB of query
+        for kw in ({"json": {"session": long}}, {"params": {"session": long}}):
+            r = await c.post("/admin/sessions/drain", headers=ADMIN_H, **kw)
+            assert r.status_code == 404 and len(r.content) < 1000, r.text[:200]
+            assert r.json()["error"]["details"]["session"].startswith("sss")
+        r = await c.post(f"/admin/keys/{'9' * 4000}/disable", headers=ADMIN_H)
+        assert r.status_code == 404 and len(r.content) < 1000, r.text[:200]
+
+
 def test_keys_commands_refuse_numbers_outside_the_columns(store_url: str,
                                                           tmp_path: Path) -> None:
     """``--rpm`` beyond the INTEGER column and an ID beyond BIGINT exit 2 naming the option or
