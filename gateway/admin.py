@@ -13,6 +13,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.capacity.base import shown_key
 from gateway.errors import ApiError
 from gateway.forward import error_response
 from gateway.keys import bearer
@@ -106,7 +107,10 @@ def admin_router(gw: Gateway) -> APIRouter:
 
     @route("GET", "/capacity", "Capacity mode, Redis state and every tracked session")
     async def capacity(_: Request) -> dict[str, Any]:
-        return {"replica_id": gw.replica_id, **asdict(await gw.tracker.snapshot())}
+        snap = asdict(await gw.tracker.snapshot())
+        for s in snap["sessions"]:
+            s["key"] = shown_key(s["key"])
+        return {"replica_id": gw.replica_id, **snap}
 
     @route("GET", "/sessions", "Per session: live occupancy and the last 15 minutes")
     async def sessions(_: Request) -> dict[str, Any]:
@@ -114,11 +118,11 @@ def admin_router(gw: Gateway) -> APIRouter:
         figs = await asyncio.to_thread(session_figures, gw.store.engine)
         out = []
         for s in snap.sessions:
-            f = figs.get(s.key)
+            f = figs.get(shown_key(s.key))  # records hold the shown key
             slot = next((x for p in gw.pools.values() for x in p.slots if x.key == s.key), None)
             out.append({
-                "key": s.key, "model": s.model, "label": s.label,
-                "router_url": slot.router_url if slot else None,
+                "key": shown_key(s.key), "model": s.model, "label": s.label,
+                "router_url": slot.shown_url if slot else None,
                 "session_id": slot.session_id if slot else None,
                 "chain": slot.chain if slot else None,
                 "inflight": s.inflight, "limit": s.limit, "drained": s.drained,
@@ -138,6 +142,8 @@ def admin_router(gw: Gateway) -> APIRouter:
             session=_text(qp.get("session"), "session"),
             limit=_int(qp.get("limit"), "limit", 100, lo=1, hi=RECENT_LIMIT_MAX) or 100,
         )
+        for r in rows:  # records written before keys were stored redacted
+            r["session_key"] = r["session_key"] and shown_key(r["session_key"])
         return {"requests": rows}
 
     @route("GET", "/keys", "API keys (never the key itself)")
@@ -186,16 +192,17 @@ def admin_router(gw: Gateway) -> APIRouter:
         if not isinstance(wanted, str) or not wanted:
             raise ApiError(422, "invalid_body", "session: a session key or label is required",
                            {"field": "session"})
-        keys = [s.key for p in gw.pools.values() for s in p.slots
-                if wanted in (s.key, s.label)]
-        if not keys:
+        slots = [s for p in gw.pools.values() for s in p.slots
+                 if wanted in (s.key, s.shown_key, s.label)]
+        if not slots:
             raise ApiError(404, "session_not_found", f"no session {_clip(wanted)!r}",
                            {"session": _clip(wanted)})
-        for key in keys:
-            await gw.tracker.set_drained(key, drained)
-        return {"sessions": keys, "drained": drained}
+        for s in slots:
+            await gw.tracker.set_drained(s.key, drained)
+        return {"sessions": [s.shown_key for s in slots], "drained": drained}
 
-    @route("POST", "/sessions/drain", "Stop sending new requests to a session (key or label)")
+    @route("POST", "/sessions/drain", "Stop sending new requests to a session (key, as shown, "
+           "or label)")
     async def drain_session(request: Request) -> dict[str, Any]:
         return await drain(request, True)
 

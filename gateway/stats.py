@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from gateway.capacity.base import shown_key
 from gateway.limits import BIGINT_MAX
 from gateway.store import REQUESTS
 
@@ -129,7 +130,8 @@ def recent_requests(
     session: str | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """Newest first. ``session`` matches a session key, a label or a session id."""
+    """Newest first. ``session`` matches a session key (as stored, redacted, or in full), a
+    label or a session id."""
     c = REQUESTS.c
     q = sa.select(*(c[n] for n in RECENT_COLUMNS)).order_by(c.id.desc())
     q = q.limit(max(1, min(limit, RECENT_LIMIT_MAX)))
@@ -140,7 +142,7 @@ def recent_requests(
     if key_id is not None:
         q = q.where(c.key_id == key_id)
     if session:
-        conds = [c.session_key == session, c.router_label == session]
+        conds = [c.session_key.in_({session, shown_key(session)}), c.router_label == session]
         sid = session_id(session)
         if sid is not None:
             conds.append(c.session_id == sid)

@@ -153,7 +153,7 @@ def test_local_line_orders_by_seq_and_wakes_front() -> None:
 def test_docstring_examples_hold() -> None:
     import doctest
 
-    from gateway.capacity import breaker, decide
+    from gateway.capacity import base, breaker, decide
 
-    for module in (decide, breaker):
+    for module in (decide, breaker, base):
         assert doctest.testmod(module).failed == 0

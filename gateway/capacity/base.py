@@ -14,7 +14,10 @@ back to local limits or rejects, per ``on_redis_failure``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal, Protocol
+
+from indexer.errors import redact_url  # stdlib only: the gateway loads nothing else of it
 
 
 class GatewayError(Exception):
@@ -31,6 +34,17 @@ class CapacityExceeded(GatewayError):
         super().__init__(f"no capacity for {model}: {reason}; retry after {retry_after:.1f}s")
 
 
+def shown_key(key: str) -> str:
+    """A session key as it may be shown, logged or stored: its router URL redacted (a router
+    URL may carry credentials). The key itself, which capacity tracking uses, keeps them.
+
+    >>> shown_key("local:3@http://user:pw@10.0.0.5:5010"), shown_key("t:1@http://r:5010")
+    ('local:3@http://***@10.0.0.5:5010', 't:1@http://r:5010')
+    """
+    head, at, url = key.partition("@http")
+    return f"{head}@{redact_url('http' + url)}" if at else key
+
+
 @dataclass(frozen=True)
 class SessionSlot:
     """One Cortensor router session in a model's pool."""
@@ -42,6 +56,16 @@ class SessionSlot:
     chain: str
     max_inflight: int
     label: str
+
+    @cached_property
+    def shown_key(self) -> str:
+        """:attr:`key` with its router URL redacted: what records, logs and answers carry."""
+        return shown_key(self.key)
+
+    @cached_property
+    def shown_url(self) -> str:
+        """:attr:`router_url` with credentials (and any path or query) redacted."""
+        return redact_url(self.router_url)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from collections import Counter
 from typing import Literal
 
 from gateway.capacity.admission import BackendDown, CapacityConfig, Pools, new_counters
-from gateway.capacity.base import CapacitySnapshot, Lease
+from gateway.capacity.base import CapacitySnapshot, Lease, shown_key
 from gateway.capacity.breaker import CircuitBreaker
 from gateway.capacity.memory import MemoryTracker
 from gateway.capacity.redis_core import RedisLineTracker
@@ -149,7 +149,8 @@ class RedisTracker:
             try:
                 await self.shared.set_drained(session_key, drained)
             except BackendDown:
-                log.warning("drain of %s not stored in Redis (unreachable)", session_key)
+                log.warning("drain of %s not stored in Redis (unreachable)",
+                            shown_key(session_key))
 
     async def snapshot(self) -> CapacitySnapshot:
         self._start()
