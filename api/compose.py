@@ -41,6 +41,7 @@ def build_gateway(settings: Settings) -> Any:
         redis_url=settings.redis_url,
         admin_token=settings.admin_token,
         verify_base_url=settings.public_url,
+        links_from_request=True,  # served beside the verification API
     )
 
 

@@ -54,6 +54,7 @@ class Gateway:
         redis_url: str | None,
         admin_token: str | None,
         verify_base_url: str | None = None,
+        links_from_request: bool = False,
         replica_id: str | None = None,
     ) -> None:
         from gateway.upstream import RouterClient
@@ -74,6 +75,7 @@ class Gateway:
         self.forwarder = Forwarder(
             self.upstream, self.leases, self.recorder, self.metrics,
             replica_id=self.replica_id, verify_base_url=verify_base_url,
+            links_from_request=links_from_request,
         )
         self.auth = KeyAuth(self.store, config.key_cache_ttl)
         self._redis: Redis | None = (

@@ -45,6 +45,7 @@ class Call:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     task_id: int | None = None
+    base_url: str | None = None  # the request's own, for links when none is configured
 
     def attempt(self, lease: Lease) -> None:
         self.lease = lease
@@ -54,7 +55,7 @@ class Call:
 class Forwarder:
     def __init__(
         self, upstream: RouterClient, leases: LeaseKeeper, recorder: Recorder, metrics: Metrics,
-        *, replica_id: str, verify_base_url: str | None,
+        *, replica_id: str, verify_base_url: str | None, links_from_request: bool = False,
     ) -> None:
         self.upstream = upstream
         self.leases = leases
@@ -62,6 +63,9 @@ class Forwarder:
         self.metrics = metrics
         self.replica_id = replica_id
         self.verify_base_url = verify_base_url.rstrip("/") if verify_base_url else None
+        # Mounted beside the verification API (corlens serve): with no base URL configured,
+        # links point at the host the client reached, as the API's own links do.
+        self.links_from_request = links_from_request and self.verify_base_url is None
 
     # ---- non-streaming -----------------------------------------------------------------------
 
@@ -107,9 +111,9 @@ class Forwarder:
     def cortensor(self, call: Call, lease: Lease) -> dict[str, Any]:
         s = lease.session
         url = None
-        if self.verify_base_url and call.task_id is not None:
-            url = (f"{self.verify_base_url}/api/v1/chains/{s.chain}/sessions/{s.session_id}"
-                   f"/tasks/{call.task_id}")
+        base = self.verify_base_url or call.base_url
+        if base and call.task_id is not None:
+            url = f"{base}/api/v1/chains/{s.chain}/sessions/{s.session_id}/tasks/{call.task_id}"
         return {"request_id": call.request_id, "chain": s.chain, "session_id": s.session_id,
                 "task_id": call.task_id, "router": s.label, "verification_url": url}
 

@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
+from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -74,11 +75,14 @@ class ClientApi:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
 
-    async def complete(self, endpoint: str, authorization: str | None, receive: Receive
-                       ) -> Response:
-        """One completion or chat completion, from its headers to the answer (JSON or SSE)."""
+    async def complete(self, endpoint: str, authorization: str | None, receive: Receive,
+                       scope: Scope | None = None) -> Response:
+        """One completion or chat completion, from its headers to the answer (JSON or SSE);
+        ``scope`` gives the request's base URL, for links when the gateway has none."""
         gw = self.gw
         call = Call(request_id=new_request_id(), model="", endpoint=endpoint)
+        if scope is not None and gw.forwarder.links_from_request:
+            call.base_url = str(HTTPConnection(scope).base_url).rstrip("/")
         try:
             key = await gw.auth.authenticate(authorization)
             call.key_id = key.id
@@ -136,7 +140,7 @@ def client_router(api: ClientApi) -> APIRouter:
     async def serve(request: Request, endpoint: str) -> Response:
         try:
             return await api.complete(endpoint, request.headers.get("authorization"),
-                                      request.receive)
+                                      request.receive, request.scope)
         except ClientGone:
             return Response(status_code=499)  # nobody reads it
 
@@ -171,7 +175,7 @@ def fast_path(app: ASGIApp, api: ClientApi) -> ASGIApp:
                 authorization = value.decode("latin-1")
                 break
         try:
-            response = await api.complete(endpoint, authorization, receive)
+            response = await api.complete(endpoint, authorization, receive, scope)
         except ClientGone:
             return
         await response(scope, receive, send)

@@ -237,3 +237,30 @@ async def test_serve_puts_the_completion_routes_on_the_fast_path(router: RouterS
         assert c.get("/v1/models").json()["data"][0]["id"] == "m"  # FastAPI route
         assert c.get("/api/v1/chains").status_code == 200  # the verification API
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("public_url", [None, "https://corlens.example.org/"])
+async def test_serve_links_verification_to_its_public_url_or_the_request_host(
+        router: RouterServer, tmp_path: Path, public_url: str | None) -> None:
+    """Mounted by ``corlens serve`` (fast path and FastAPI routes alike), the gateway's
+    ``verification_url`` starts at ``public_url``, else at the host the client reached, as the
+    API's own links do."""
+    from starlette.testclient import TestClient
+
+    from api.compose import build_app, serve_app
+    from indexer.config import Settings
+
+    db = migrated_sqlite(tmp_path)
+    _, key = add_key(db)
+    settings = Settings(database_url=db, public_url=public_url, gateway=gateway_section(
+        {"m": sessions_of(router, [1, 2], 2, "router-secret")}))
+    base = (public_url or "http://corlens.test:8080/").rstrip("/")
+    for app in (serve_app(settings, run_indexer=False), build_app(settings, run_indexer=False)):
+        with TestClient(app, base_url="http://corlens.test:8080", headers=bearer(key)) as c:
+            for path, body in (("/v1/completions", {"model": "m", "prompt": "x"}),
+                               ("/v1/chat/completions", {"model": "m", "messages": [
+                                   {"role": "user", "content": "x"}]})):
+                cx = c.post(path, json=body).json()["cortensor"]
+                assert cx["verification_url"] == (
+                    f"{base}/api/v1/chains/local/sessions/{cx['session_id']}/tasks/"
+                    f"{cx['task_id']}"), (path, cx)
