@@ -24,7 +24,7 @@ from gateway.leases import LeaseKeeper
 from gateway.limits import BIGINT_MAX, INT_MAX
 from gateway.metrics import Metrics
 from gateway.pools import Pool
-from gateway.streaming import DONE, LeasedStream, chat_chunk, sse
+from gateway.streaming import DONE, LeasedStream, chat_chunk, finished, sse
 from gateway.upstream import RouterClient, event_data, sse_events
 
 
@@ -90,9 +90,7 @@ class Forwarder:
 
     def _shape(self, call: Call, lease: Lease, data: dict[str, Any]) -> dict[str, Any]:
         if call.endpoint == "completions":
-            out = {**data, "model": call.model}
-            out.setdefault("id", call.request_id)
-            out.setdefault("object", "text_completion")
+            out = self._completion(call, data)
         else:
             choices = [
                 {"index": c.get("index", 0),
@@ -106,6 +104,15 @@ class Forwarder:
             if data.get("usage"):
                 out["usage"] = data["usage"]
         out["cortensor"] = self.cortensor(call, lease)
+        return out
+
+    @staticmethod
+    def _completion(call: Call, data: dict[str, Any]) -> dict[str, Any]:
+        """A router text completion (or one streamed chunk of it) as the client's: named after
+        the model the client asked for."""
+        out = {**data, "model": call.model}
+        out.setdefault("id", call.request_id)
+        out.setdefault("object", "text_completion")
         return out
 
     def cortensor(self, call: Call, lease: Lease) -> dict[str, Any]:
@@ -196,9 +203,12 @@ class Forwarder:
                 if isinstance(parsed, dict):
                     self._usage(call, parsed)
                     chunks += 1
-                    if chat:
-                        event = sse(chat_chunk(parsed, chunk_id="chatcmpl-" + call.request_id,
-                                               model=call.model, first=chunks == 1))
+                    out = (chat_chunk(parsed, chunk_id="chatcmpl-" + call.request_id,
+                                      model=call.model, first=chunks == 1)
+                           if chat else self._completion(call, parsed))
+                    if call.lease is not None and finished(out):
+                        out["cortensor"] = self.cortensor(call, call.lease)
+                    event = sse(out)
                 yield event
         except UpstreamError as err:
             state["error"] = err

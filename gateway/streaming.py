@@ -2,8 +2,9 @@
 
 :class:`LeasedStream` sends the body while listening for the client's disconnect; whichever ends
 first, ``on_close(disconnected)`` runs afterwards under a shielded cancel scope: it closes the
-router's response and releases the lease. The relay generators turn the router's SSE events
-into the client's (passed through for completions, reshaped into chat chunks for chat).
+router's response and releases the lease. The relay turns the router's SSE events into the
+client's (completion chunks renamed after the client's model, chat chunks reshaped), the final
+one (with its ``finish_reason``) carrying the ``cortensor`` object.
 """
 
 from __future__ import annotations
@@ -70,6 +71,17 @@ def chat_chunk(data: dict[str, Any], *, chunk_id: str, model: str, first: bool
     if data.get("usage"):
         out["usage"] = data["usage"]
     return out
+
+
+def finished(chunk: dict[str, Any]) -> bool:
+    """Whether a completion or chat chunk is a final one: a choice with a finish_reason.
+
+    >>> finished({"choices": [{"finish_reason": "stop"}]}), finished({"choices": "x"})
+    (True, False)
+    """
+    choices = chunk.get("choices")
+    return isinstance(choices, list) and any(
+        isinstance(c, dict) and c.get("finish_reason") for c in choices)
 
 
 def sse(payload: dict[str, Any]) -> bytes:

@@ -153,7 +153,8 @@ def test_local_line_orders_by_seq_and_wakes_front() -> None:
 def test_docstring_examples_hold() -> None:
     import doctest
 
+    from gateway import admin, streaming
     from gateway.capacity import base, breaker, decide
 
-    for module in (decide, breaker, base):
+    for module in (decide, breaker, base, admin, streaming):
         assert doctest.testmod(module).failed == 0

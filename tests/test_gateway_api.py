@@ -4,6 +4,7 @@ simulated routers, over both capacity backends (memory and the shared Redis)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,11 +83,14 @@ async def test_completions_chat_and_stream(router: RouterServer, backend: str | 
         events = [e for e in text.split("\n\n") if e]
         assert events[-1] == "data: [DONE]" and len(events) == 6
         assert '"delta":{"content":"tok0 ","role":"assistant"}' in events[0]
+        assert_streamed(events, resp.headers["x-request-id"], "chat.completion.chunk")
 
         async with c.stream("POST", "/v1/completions", json={
                 "model": "m", "stream": True, "prompt": "x"}) as resp:
             text = (await resp.aread()).decode()
-        assert text.endswith("data: [DONE]\n\n") and '"text": "tok4 "' in text
+        assert text.endswith("data: [DONE]\n\n") and '"text":"tok4 "' in text
+        events = [e for e in text.split("\n\n") if e]
+        assert_streamed(events, resp.headers["x-request-id"], "text_completion")
 
         models = (await c.get("/v1/models")).json()
         assert [m["id"] for m in models["data"]] == ["m"]
@@ -105,6 +109,19 @@ async def test_completions_chat_and_stream(router: RouterServer, backend: str | 
         metrics = (await c.get("/metrics")).text
         assert 'corlens_gateway_requests_total{model="m"' in metrics
         assert "corlens_gateway_session_inflight" in metrics
+
+
+def assert_streamed(events: list[str], request_id: str, kind: str) -> None:
+    """Every chunk of a stream names the client's model; the final one (finish_reason set)
+    carries the ``cortensor`` object, as a non-streamed answer does."""
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    assert all(ch["model"] == "m" and ch["object"] == kind for ch in chunks), chunks
+    assert [ch["choices"][0]["finish_reason"] for ch in chunks] == [None] * 4 + ["stop"]
+    assert ["cortensor" in ch for ch in chunks] == [False] * 4 + [True]
+    cx = chunks[-1]["cortensor"]
+    assert cx["request_id"] == request_id and cx["task_id"] >= 1
+    assert cx["verification_url"] == (f"https://corlens.test/api/v1/chains/local/sessions/"
+                                      f"{cx['session_id']}/tasks/{cx['task_id']}")
 
 
 async def recorded(base: str, n: int) -> bool:
