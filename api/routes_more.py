@@ -21,8 +21,8 @@ from api.schemas import (
     TxOut,
 )
 from api.state import ChainDep, ConnDep, StateDep
-from gateway.capacity.base import shown_key
-from indexer.errors import IndexerError, redact_url
+from gateway.capacity.base import shown_key, shown_url
+from indexer.errors import IndexerError
 from indexer.finality import finality_of
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS_422_404)
@@ -159,7 +159,7 @@ def gateway_request(
         )
         if record:  # router URLs may carry credentials (older records hold them in full)
             if record.get("router_url"):
-                record["router_url"] = redact_url(record["router_url"])
+                record["router_url"] = shown_url(record["router_url"])
             if record.get("session_key"):
                 record["session_key"] = shown_key(record["session_key"])
     task = q.task_by_reference(conn, request_id)

@@ -14,10 +14,11 @@ keep-alive race) is sent once more on a fresh connection; every other failure su
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 MAX_HEAD = 64 * 1024  # bytes of status line + headers accepted from an upstream
 IDLE_EXPIRY_S = 4.0  # below uvicorn's 5 s keep-alive: never reuse a connection it is closing
@@ -114,7 +115,9 @@ class Response:
 
 
 class Pool:
-    """Keep-alive connections to one ``http://host:port`` (https is not spoken here)."""
+    """Keep-alive connections to one ``http://host:port`` (https is not spoken here). A URL's
+    credentials (``http://user:password@host``) go as HTTP Basic authorization, unless the
+    request brings its own ``Authorization``; the ``Host`` header never carries them."""
 
     def __init__(self, base_url: str, size: int, connect_timeout: float) -> None:
         parts = urlsplit(base_url)
@@ -122,7 +125,13 @@ class Pool:
             raise ValueError(f"upstream client speaks http:// only, got {parts.scheme}://")
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
-        self.host_header = parts.netloc.encode()
+        userinfo, at, host = parts.netloc.rpartition("@")
+        self.host_header = host.encode()
+        self.basic: str | None = None
+        if at:
+            user, _, password = userinfo.partition(":")
+            pair = f"{unquote(user)}:{unquote(password)}".encode()
+            self.basic = "Basic " + base64.b64encode(pair).decode()
         self.prefix = parts.path.rstrip("/")
         self.size = size
         self.connect_timeout = connect_timeout
@@ -160,6 +169,8 @@ class Pool:
         line and headers."""
         head = [f"POST {self.prefix}{path} HTTP/1.1".encode(), b"Host: " + self.host_header,
                 b"Content-Type: application/json", f"Content-Length: {len(body)}".encode()]
+        if self.basic and not any(k.lower() == "authorization" for k in headers):
+            headers = {**headers, "Authorization": self.basic}
         head += [f"{k}: {v}".encode() for k, v in headers.items()]
         request = b"\r\n".join(head) + b"\r\n\r\n" + body
         conn = self._take()

@@ -132,3 +132,44 @@ def test_the_request_route_redacts_records_stored_in_full(store_url: str) -> Non
         record = _record(c, "gw-old")
     assert record["router_url"] == "http://***@10.0.0.5:5010"
     assert record["session_key"] == "local:1@http://***@10.0.0.5:5010"
+
+
+def test_router_url_credentials_go_as_basic_auth_never_in_the_host_header() -> None:
+    """The upstream client against a real HTTP server that records what it receives: a
+    router URL's credentials become Basic authorization (a router's own token takes their
+    place), and the Host header names the host alone."""
+    import asyncio
+    import base64
+
+    from gateway.http1 import Pool
+
+    async def scenario() -> list[dict[str, str]]:
+        seen: list[dict[str, str]] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")[1:]
+            fields = dict(line.split(": ", 1) for line in head if line)
+            await reader.readexactly(int(fields["Content-Length"]))
+            seen.append(fields)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = Pool(f"http://us%40er:{SECRET}@127.0.0.1:{port}", 2, 5.0)
+        for headers in ({}, {"Authorization": "Bearer router-token"}):
+            resp = await pool.post("/api/v1/completions/1", b"{}", headers, 5.0)
+            assert (resp.status, await resp.read(None)) == (200, b"{}")
+            await resp.aclose()
+        pool.close()
+        server.close()
+        await server.wait_closed()
+        return seen
+
+    basic, bearer_auth = asyncio.run(scenario())
+    pair = base64.b64encode(f"us@er:{SECRET}".encode()).decode()
+    assert basic["Authorization"] == f"Basic {pair}"
+    assert bearer_auth["Authorization"] == "Bearer router-token"
+    for fields in (basic, bearer_auth):
+        assert fields["Host"].startswith("127.0.0.1:") and SECRET not in fields["Host"]

@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, Protocol
-
-from indexer.errors import redact_url  # stdlib only: the gateway loads nothing else of it
+from urllib.parse import urlsplit, urlunsplit
 
 
 class GatewayError(Exception):
@@ -34,15 +33,31 @@ class CapacityExceeded(GatewayError):
         super().__init__(f"no capacity for {model}: {reason}; retry after {retry_after:.1f}s")
 
 
+def shown_url(url: str) -> str:
+    """A router URL as it may be shown, logged or stored: credentials and query string hidden,
+    scheme, host and path kept (two routers on one host stay apart).
+
+    >>> shown_url("http://user:pw@10.0.0.5:5010/v1?token=x"), shown_url("http://r:5010")
+    ('http://***@10.0.0.5:5010/v1?***', 'http://r:5010')
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    _userinfo, at, host = parts.netloc.rpartition("@")
+    netloc = f"***@{host}" if at else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
+
+
 def shown_key(key: str) -> str:
-    """A session key as it may be shown, logged or stored: its router URL redacted (a router
-    URL may carry credentials). The key itself, which capacity tracking uses, keeps them.
+    """A session key as it may be shown, logged or stored: its router URL as :func:`shown_url`
+    shows it. The key itself, which capacity tracking uses, keeps the credentials.
 
     >>> shown_key("local:3@http://user:pw@10.0.0.5:5010"), shown_key("t:1@http://r:5010")
     ('local:3@http://***@10.0.0.5:5010', 't:1@http://r:5010')
     """
     head, at, url = key.partition("@http")
-    return f"{head}@{redact_url('http' + url)}" if at else key
+    return f"{head}@{shown_url('http' + url)}" if at else key
 
 
 @dataclass(frozen=True)
@@ -64,8 +79,8 @@ class SessionSlot:
 
     @cached_property
     def shown_url(self) -> str:
-        """:attr:`router_url` with credentials (and any path or query) redacted."""
-        return redact_url(self.router_url)
+        """:attr:`router_url` as :func:`shown_url` shows it."""
+        return shown_url(self.router_url)
 
 
 @dataclass(frozen=True)
