@@ -17,7 +17,7 @@ from gateway.capacity.base import shown_key
 from gateway.errors import ApiError
 from gateway.forward import error_response
 from gateway.keys import bearer
-from gateway.limits import BIGINT_MAX, INT_MAX
+from gateway.limits import BIGINT_MAX, INT_MAX, KEY_NAME_MAX
 from gateway.routes import ClientGone, read_body
 from gateway.stats import RECENT_LIMIT_MAX, recent_requests, session_figures
 
@@ -157,6 +157,9 @@ def admin_router(gw: Gateway) -> APIRouter:
         name = _text(body.get("name"), "name", "invalid_body")
         if not isinstance(name, str) or not name.strip():
             raise ApiError(422, "invalid_body", "name: a non-empty string is required",
+                           {"field": "name"})
+        if len(name.strip()) > KEY_NAME_MAX:
+            raise ApiError(422, "invalid_body", f"name: at most {KEY_NAME_MAX} characters",
                            {"field": "name"})
         rpm = body.get("rpm_limit")
         if rpm is not None and (not isinstance(rpm, int) or isinstance(rpm, bool)

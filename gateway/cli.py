@@ -26,7 +26,7 @@ from rich.markup import escape
 from api.cli_opts import listen_problem
 from gateway.config import GatewayConfig, load_gateway_config
 from gateway.errors import GatewayConfigError
-from gateway.limits import BIGINT_MAX, INT_MAX
+from gateway.limits import BIGINT_MAX, INT_MAX, KEY_NAME_MAX
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -131,6 +131,8 @@ def register(app: typer.Typer, hooks: CliHooks) -> None:
         """Create an API key and print it (shown once; only its hash is stored)."""
         if not name.strip():
             raise fail(2, "--name: must not be empty")
+        if len(name.strip()) > KEY_NAME_MAX:
+            raise fail(2, f"--name: at most {KEY_NAME_MAX} characters")
         st = store(config)
         try:
             info, key = st.create_key(name.strip(), rpm)

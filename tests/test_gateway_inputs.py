@@ -244,6 +244,11 @@ async def test_admin_bodies_have_the_client_limit_and_errors_quote_little(
             assert r.json()["error"]["details"]["session"].startswith("sss")
         r = await c.post(f"/admin/keys/{'9' * 4000}/disable", headers=ADMIN_H)
         assert r.status_code == 404 and len(r.content) < 1000, r.text[:200]
+        r = await c.post("/admin/keys", json={"name": "n" * 201}, headers=ADMIN_H)
+        assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "name"
+        assert (await c.get("/admin/keys", headers=ADMIN_H)).json() == {"keys": []}
+        r = await c.post("/admin/keys", json={"name": "n" * 200}, headers=ADMIN_H)
+        assert r.status_code == 200, r.text[:200]
 
 
 def test_keys_commands_refuse_numbers_outside_the_columns(store_url: str,
@@ -258,6 +263,8 @@ def test_keys_commands_refuse_numbers_outside_the_columns(store_url: str,
     for action in ("disable", "enable"):
         run = corlens("keys", action, str(HUGE), "-c", str(cfg))
         assert run.returncode == 2 and "'ID'" in run.stderr, run.stderr
+    run = corlens("keys", "create", "--name", "a" * 201, "-c", str(cfg))
+    assert run.returncode == 2 and "--name: at most 200 characters" in run.stderr, run.stderr
     assert corlens("keys", "list", "--json", "-c", str(cfg)).stdout.strip() == "[]"
     made = corlens("keys", "create", "--name", "a", "--rpm", str(2**31 - 1), "-c", str(cfg))
     assert made.returncode == 0, made.stderr
