@@ -104,18 +104,9 @@ def task_counts(conn: sa.Connection, chain_id: int, session_id: int) -> dict[str
     return {str(s): int(n) for s, n in rows}
 
 
-def list_tasks(
-    conn: sa.Connection,
-    chain_id: int,
-    session_id: int,
-    *,
-    status: str | None,
-    since: int | None,
-    until: int | None,
-    after: int | None,
-    limit: int,
-) -> tuple[list[Row], bool]:
-    sub = (
+def _submitted_at() -> sa.ScalarSelect[Any]:
+    """The block time of a task's first step (submitted, else queued), per row of ``TASK``."""
+    return (
         sa.select(STEP.c.block_time)
         .where(
             STEP.c.chain_id == TASK.c.chain_id,
@@ -127,6 +118,20 @@ def list_tasks(
         .limit(1)
         .scalar_subquery()
     )
+
+
+def list_tasks(
+    conn: sa.Connection,
+    chain_id: int,
+    session_id: int,
+    *,
+    status: str | None,
+    since: int | None,
+    until: int | None,
+    after: int | None,
+    limit: int,
+) -> tuple[list[Row], bool]:
+    sub = _submitted_at()
     q = sa.select(*TASK_FIELDS, sub.label("submitted_at")).where(
         TASK.c.chain_id == chain_id, TASK.c.session_id == session_id
     )
@@ -145,7 +150,7 @@ def list_tasks(
 def task_by_reference(conn: sa.Connection, client_reference: str) -> Row | None:
     r = (
         conn.execute(
-            sa.select(*TASK_FIELDS)
+            sa.select(*TASK_FIELDS, _submitted_at().label("submitted_at"))
             .where(TASK.c.client_reference == client_reference)
             .order_by(TASK.c.first_block)
             .limit(1)

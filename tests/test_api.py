@@ -202,6 +202,10 @@ def test_request_join_by_client_reference(client: TestClient, world: Any) -> Non
     body = client.get(f"/api/v1/requests/{t.client_reference}").json()
     assert body["task"]["task_id"] == t.task_id and body["chain"] == "local"
     assert client.get("/api/v1/requests/nope-nope").status_code == 404
+    # The same task as the session's task list shows it, submission time included.
+    listed = client.get(f"/api/v1/chains/local/sessions/{t.session_id}/tasks?limit=500").json()
+    (want,) = [x for x in listed["tasks"] if x["task_id"] == t.task_id]
+    assert want["submitted_at"] is not None and body["task"] == want
 
 
 @pytest.mark.parametrize(("path", "status", "field"), [
