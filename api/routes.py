@@ -195,6 +195,7 @@ def _summary(r: dict[str, Any], links: Links) -> TaskSummary:
     "/chains/{chain}/sessions/{session_id}/tasks",
     response_model=TaskPage,
     summary="Tasks of a session",
+    description="A session that is not indexed is a 404, as for the session itself.",
 )
 def tasks(
     state: StateDep,
@@ -213,9 +214,10 @@ def tasks(
     next: Next = None,
 ) -> TaskPage:
     links = state.links(chain, request)
+    cid = int(chain.chain_id or 0)
     rows, more = q.list_tasks(
         conn,
-        int(chain.chain_id or 0),
+        cid,
         session_id,
         status=status,
         since=since,
@@ -223,6 +225,8 @@ def tasks(
         after=after_key(next),
         limit=limit,
     )
+    if not rows and q.get_session(conn, cid, session_id) is None:
+        raise not_found("session", chain=chain.name, session_id=session_id)
     items = [_summary(r, links) for r in rows]
     return TaskPage(tasks=items, next=encode_token([items[-1].task_id]) if more and items else None)
 

@@ -208,10 +208,20 @@ def test_request_join_by_client_reference(client: TestClient, world: Any) -> Non
     assert want["submitted_at"] is not None and body["task"] == want
 
 
+def test_tasks_of_a_session_not_indexed_are_a_404_like_the_session(client: TestClient) -> None:
+    for path in ("/api/v1/chains/local/sessions/99999",
+                 "/api/v1/chains/local/sessions/99999/tasks"):
+        r = client.get(path)
+        assert r.status_code == 404, r.text
+        assert r.json()["error"]["details"] == {"what": "session", "chain": "local",
+                                                "session_id": 99999}
+
+
 @pytest.mark.parametrize(("path", "status", "field"), [
     ("/api/v1/chains/nope/sessions", 404, None),
     ("/api/v1/chains/local/sessions/99999", 404, None),
     ("/api/v1/chains/local/sessions/0/tasks/99999", 404, None),
+    ("/api/v1/chains/local/sessions/99999/tasks", 404, None),  # not {"tasks": []}
     ("/api/v1/chains/local/sessions/x", 422, "session_id"),
     ("/api/v1/chains/local/sessions/-1", 422, "session_id"),
     ("/api/v1/chains/local/sessions/0/tasks?limit=501", 422, "limit"),
