@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -26,6 +27,12 @@ from indexer.db import ensure_schema, make_engine
 from indexer.errors import IndexerError
 from indexer.rpc import RpcClient
 from indexer.sync import Progress
+
+log = logging.getLogger("corlens.indexer")
+# Seconds between console lines for an indexer failure that repeats (it retries every tick).
+LOG_REPEAT_EVERY = 60.0
+# Seconds before an indexer whose start failed on a retryable error (the RPC down) tries again.
+RETRY_START = 10.0
 
 API_DESCRIPTION = """
 Verified Cortensor task state for dashboards and auditors: sessions, task lifecycles with a
@@ -138,6 +145,25 @@ class TimingMiddleware:
             self.metrics.observe(getattr(route, "path", "unmatched"), time.perf_counter() - t0)
 
 
+class IndexerLog:
+    """What each chain's in-process indexer says: kept for /status, and logged to the console
+    (messages carry redacted URLs only). A failure repeats every tick while it lasts: the same
+    message is logged once, then again at most every ``repeat_every`` seconds."""
+
+    def __init__(self, seen: dict[str, str], repeat_every: float = LOG_REPEAT_EVERY) -> None:
+        self.seen = seen
+        self.repeat_every = repeat_every
+        self._logged: dict[str, tuple[str, float]] = {}
+
+    def __call__(self, chain: str, message: str) -> None:
+        self.seen[chain] = message
+        now = time.monotonic()
+        last = self._logged.get(chain)
+        if last is None or last[0] != message or now - last[1] >= self.repeat_every:
+            self._logged[chain] = (message, now)
+            log.warning("%s", message if message.startswith(f"{chain}:") else f"{chain}: {message}")
+
+
 def _start_indexers(state: AppState, stop: asyncio.Event) -> list[asyncio.Task[None]]:
     from indexer.runner import follow
     from indexer.store import Store
@@ -145,7 +171,7 @@ def _start_indexers(state: AppState, stop: asyncio.Event) -> list[asyncio.Task[N
     store = Store(make_engine(state.settings.database_url))  # writes need real transactions
     state.extra["write_engine"] = store.engine
     progress: dict[str, Progress] = state.extra.setdefault("progress", {})
-    errors_seen: dict[str, str] = state.extra.setdefault("indexer_errors", {})
+    say = IndexerLog(state.extra.setdefault("indexer_errors", {}))
 
     def on_progress(p: Progress) -> None:
         progress[p.chain] = p
@@ -158,11 +184,12 @@ def _start_indexers(state: AppState, stop: asyncio.Event) -> list[asyncio.Task[N
                 chain,
                 store,
                 on_progress,
-                lambda m: errors_seen.__setitem__(chain_name, m),
+                lambda m: say(chain_name, m),
                 stop,
                 rpc=state.rpcs[chain_name],
+                retry_start=RETRY_START,  # the RPC down at start: keep trying, keep serving
             )
         except IndexerError as e:  # shown on /status; the API keeps serving what is indexed
-            errors_seen[chain_name] = str(e)
+            say(chain_name, f"indexer stopped: {e}")
 
     return [asyncio.create_task(run(name)) for name in state.chains]

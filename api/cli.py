@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from api import entry
-from api.cli_opts import ConfigOpt, JsonOpt, listen_problem
+from api.cli_opts import ConfigOpt, JsonOpt, listen_problem, serving_line
 from indexer.config import Settings, load_settings
 from indexer.errors import ConfigError, IndexerError
 
@@ -178,6 +178,7 @@ def serve(
         raise fail(2, f"config {e}") from None
     try:
         check_database(s.database_url)
+        err.print(serving_line(host, port)[1], highlight=False)
         uvicorn.run(application, host=host, port=port, log_level="warning")
     except ConfigError as e:
         raise fail(1 if "upgrade" in e.problem else 2, f"config {e}") from None

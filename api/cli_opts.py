@@ -48,6 +48,13 @@ def bind_problem(host: str, port: int) -> str | None:
     return None
 
 
+def serving_line(host: str, port: int) -> tuple[str, str]:
+    """(base URL, the line a serving command prints before it starts) for ``host:port``."""
+    shown = host or "0.0.0.0"  # "" is every interface, as uvicorn reads it
+    base = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
+    return base, f"serving the API on {base} (docs: {base}/docs)"
+
+
 def listen_problem(host: str, port: int) -> tuple[int, str] | None:
     """(exit status, message) when a server could not listen on ``host:port``: 2 for a host
     name that does not resolve (bad input), 1 for an address or port unavailable now."""

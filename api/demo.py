@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from api.cli_opts import serving_line
 from devnet.anvil import Anvil
 from indexer.config import load_settings
 from indexer.errors import ConfigError
@@ -100,9 +101,9 @@ def run_demo(
             from api.compose import serve_app
 
             host, port = serve_at
-            base = f"http://{host}:{port}"
+            base, line = serving_line(host, port)
             sid, tid = next(iter(sorted(ledger.tasks)))
-            say(f"serving the API on {base} (docs: {base}/docs); the indexer follows the devnet")
+            say(f"{line}; the indexer follows the devnet")
             say(f"  a task's lifecycle: {base}/api/v1/chains/local/sessions/{sid}/tasks/{tid}")
             say(
                 f"  its verification:  {base}/api/v1/chains/local/sessions/{sid}/tasks/{tid}/verify"

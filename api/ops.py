@@ -36,7 +36,7 @@ def _chains(state: Any) -> list[dict[str, Any]]:
                     "chain_id": int(c.chain_id or 0),
                     "cursor": cursor,
                     "head": head,
-                    "lag_blocks": max(0, head - cursor) if head >= 0 else None,
+                    "lag_blocks": q.lag_blocks(head, cursor),
                     "safe": st.get("safe_block"),
                     "finalized": st.get("finalized_block"),
                     "events_indexed": st.get("events_indexed", 0),
@@ -61,10 +61,18 @@ def ready(state: StateDep) -> JSONResponse:
             503,
             headers={"Retry-After": "5"},
         )
-    lagging = [c["chain"] for c in chains if c["lag_blocks"] is None or c["lag_blocks"] > bound]
-    if lagging:
+    unknown = [c["chain"] for c in chains if c["lag_blocks"] is None]
+    lagging = [
+        c["chain"] for c in chains if c["lag_blocks"] is not None and c["lag_blocks"] > bound
+    ]
+    if unknown or lagging:
+        reasons = []
+        if unknown:
+            reasons.append("head unknown: the chain's RPC has not answered (see /status)")
+        if lagging:
+            reasons.append(f"lag above {bound} blocks")
         return JSONResponse(
-            {"ready": False, "reason": f"lag above {bound} blocks", "chains": lagging},
+            {"ready": False, "reason": "; ".join(reasons), "chains": unknown + lagging},
             503,
             headers={"Retry-After": "5"},
         )
@@ -91,12 +99,16 @@ async def metrics(state: StateDep) -> str:
 
 def _indexer_metrics(state: Any) -> str:
     lines = [
-        "# HELP corlens_indexer_lag_blocks Blocks between the chain head and the cursor.",
+        "# HELP corlens_indexer_lag_blocks Blocks between the chain head and the cursor "
+        "(no sample while the head is unknown).",
         "# TYPE corlens_indexer_lag_blocks gauge",
     ]
     chains = _chains(state)
-    for c in chains:
-        lines.append(f'corlens_indexer_lag_blocks{{chain="{c["chain"]}"}} {c["lag_blocks"] or 0}')
+    lines += [
+        f'corlens_indexer_lag_blocks{{chain="{c["chain"]}"}} {c["lag_blocks"]}'
+        for c in chains
+        if c["lag_blocks"] is not None
+    ]
     lines += [
         "# HELP corlens_indexer_events_total Events indexed.",
         "# TYPE corlens_indexer_events_total counter",

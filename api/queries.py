@@ -47,6 +47,16 @@ def chain_state(conn: sa.Connection, chain_id: int) -> Row | None:
     return dict(r) if r else None
 
 
+def lag_blocks(head: int, cursor: int) -> int | None:
+    """Blocks the cursor is behind the head; None while the head was never read (-1), as an
+    unreachable RPC leaves it: unknown, not zero.
+
+    >>> lag_blocks(100, 90), lag_blocks(-1, -1)
+    (10, None)
+    """
+    return max(0, head - cursor) if head >= 0 else None
+
+
 def block_time(conn: sa.Connection, chain_id: int, number: int) -> int | None:
     v = conn.execute(
         sa.select(BLOCK.c.timestamp).where(BLOCK.c.chain_id == chain_id, BLOCK.c.number == number)

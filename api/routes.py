@@ -84,7 +84,7 @@ def chains(state: StateDep, conn: ConnDep) -> ChainsOut:
                 parent_chain_id=c.parent_chain_id,
                 head_block=head,
                 cursor_block=cursor,
-                lag_blocks=max(0, head - cursor),
+                lag_blocks=q.lag_blocks(head, cursor),
                 lag_seconds=max(0.0, time.time() - t) if t else None,
                 safe_block=int(st.get("safe_block", -1)),
                 finalized_block=int(st.get("finalized_block", -1)),

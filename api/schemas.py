@@ -19,7 +19,9 @@ class ChainOut(BaseModel):
     parent_chain_id: int | None
     head_block: int
     cursor_block: int
-    lag_blocks: int
+    lag_blocks: int | None = Field(
+        description="Head minus cursor; null while the chain's head was never read (RPC down)."
+    )
     lag_seconds: float | None
     safe_block: int
     finalized_block: int

@@ -89,8 +89,11 @@ async def follow(
     say: Say | None = None,
     stop: asyncio.Event | None = None,
     rpc: RpcClient | None = None,
+    retry_start: float | None = None,
 ) -> None:
-    """Backfill, then follow the head on an APScheduler interval job until ``stop`` is set."""
+    """Backfill, then follow the head on an APScheduler interval job until ``stop`` is set.
+    With ``retry_start``, a retryable failure before the head is reached (the RPC down) is said
+    and tried again after that many seconds, instead of raised."""
     stop = stop or asyncio.Event()
     lock = WriterLock(settings.database_url, int(chain.chain_id or 0))
     await lock.acquire(
@@ -110,8 +113,8 @@ async def follow(
                 )
             writer = _writer(stack, settings, store)
             ix = ChainIndexer(chain, store, rpc, config_dir=_config_dir(settings), writer=writer)
-            await ix.setup()
-            await ix.backfill(on_progress)
+            if not await _start(ix, on_progress, say, stop, retry_start):
+                return
 
             fatal: list[IndexerError] = []
 
@@ -154,6 +157,33 @@ async def follow(
                 raise fatal[0]
     finally:
         lock.release()
+
+
+async def _start(
+    ix: ChainIndexer,
+    on_progress: Callable[[Progress], None] | None,
+    say: Say | None,
+    stop: asyncio.Event,
+    retry_after: float | None,
+) -> bool:
+    """Set up and backfill ``ix``; False if ``stop`` was set while retrying (see follow)."""
+    set_up = False
+    while True:
+        try:
+            if not set_up:
+                await ix.setup()
+                set_up = True
+            await ix.backfill(on_progress)
+            return True
+        except RetryableError as e:
+            if retry_after is None:
+                raise
+            if say:
+                say(f"{ix.chain.name}: {e}; retrying in {retry_after:g}s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), retry_after)
+            if stop.is_set():
+                return False
 
 
 def _writer(
