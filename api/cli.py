@@ -22,7 +22,7 @@ from rich.markup import escape
 from api import entry
 from api.cli_opts import ConfigOpt, JsonOpt, listen_problem, serving_line
 from indexer.config import Settings, load_settings
-from indexer.errors import ConfigError, IndexerError
+from indexer.errors import ConfigError, IndexerError, SchemaOutdated
 
 if TYPE_CHECKING:  # command modules load when their command runs: a quick start for each
     from indexer.sync import Progress
@@ -43,6 +43,14 @@ err = Console(stderr=True, soft_wrap=True)
 def fail(code: int, message: str) -> typer.Exit:
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code)
+
+
+def config_fail(e: ConfigError) -> typer.Exit:
+    """A ConfigError as every command reports it: status 2 naming the key; an outdated schema
+    is no config error (the setting is right, the database needs `corlens db upgrade`): 1."""
+    if isinstance(e, SchemaOutdated):
+        return fail(1, str(e))
+    return fail(2, f"config {e}")
 
 
 def settings_or_exit(config: str | None, require_chains: bool = True) -> Settings:
@@ -109,7 +117,7 @@ def index(
     try:
         store = open_store(s)
     except ConfigError as e:
-        raise fail(2 if "upgrade" not in e.problem else 1, f"config {e}") from None
+        raise config_fail(e) from None
     printer = ProgressPrinter(quiet=as_json)
 
     def say(msg: str) -> None:
@@ -181,7 +189,7 @@ def serve(
         err.print(serving_line(host, port)[1], highlight=False)
         uvicorn.run(application, host=host, port=port, log_level="warning")
     except ConfigError as e:
-        raise fail(1 if "upgrade" in e.problem else 2, f"config {e}") from None
+        raise config_fail(e) from None
 
 
 def check_database(url: str) -> None:
@@ -204,9 +212,17 @@ def check_database(url: str) -> None:
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Upgrade the database to the newest migration."""
-    from indexer.db import upgrade
+    from indexer.db import make_engine, reach, upgrade
 
     s = settings_or_exit(config, require_chains=False)
+    try:
+        engine = make_engine(s.database_url)
+        try:
+            reach(engine)  # a server that is down: said as every other command says it
+        finally:
+            engine.dispose()
+    except ConfigError as e:
+        raise config_fail(e) from None
     try:
         upgrade(s.database_url)
     except Exception as e:  # alembic/driver errors: report, never a traceback
@@ -278,7 +294,9 @@ def _gateway_hooks() -> Any:
         try:
             ensure_schema(url, engine)
         except ConfigError as e:
-            raise SettingsProblem(f"config {e}", 1 if "upgrade" in e.problem else 2) from None
+            if isinstance(e, SchemaOutdated):  # as config_fail says it
+                raise SettingsProblem(str(e), 1) from None
+            raise SettingsProblem(f"config {e}") from None
         finally:
             engine.dispose()
 

@@ -72,7 +72,7 @@ def payouts(
     ] = None,
 ) -> None:
     """Audit the payouts of one chain: findings with explorer links; exit 1 if any."""
-    from api.cli import err, fail, settings_or_exit
+    from api.cli import config_fail, err, fail, settings_or_exit
     from api.routes_payouts import configured_unpaid_after
     from indexer.db import ensure_schema, make_engine
 
@@ -87,7 +87,7 @@ def payouts(
         ensure_schema(s.database_url, engine)
         out = asyncio.run(_run(engine, c, unpaid, s.public_url or LINK_BASE))
     except ConfigError as e:
-        raise fail(1 if "upgrade" in e.problem else 2, f"config {e}") from None
+        raise config_fail(e) from None
     except sa.exc.SQLAlchemyError as e:
         raise fail(1, f"database query failed: {type(e).__name__}: {e}") from None
     finally:

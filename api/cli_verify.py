@@ -44,7 +44,7 @@ def verify_task_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Check every step of a task against the chain: receipt, log, canonical block, finality."""
-    from api.cli import fail, settings_or_exit
+    from api.cli import config_fail, fail, settings_or_exit
     from api.links import Links
     from api.routes_verify import NotIndexed, verify_task
     from indexer.errors import ConfigError, RpcError, RpcUnavailable
@@ -59,7 +59,7 @@ def verify_task_command(
     try:
         store = open_store(s)
     except ConfigError as e:
-        raise fail(1 if "upgrade" in e.problem else 2, f"config {e}") from None
+        raise config_fail(e) from None
     links = Links(c, s.public_url or DEFAULT_PUBLIC_URL)
 
     async def run() -> TaskVerification:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from indexer.errors import ConfigError
+from indexer.errors import ConfigError, SchemaOutdated
 from indexer.writer_start import in_process_only
 
 if TYPE_CHECKING:
@@ -96,12 +96,18 @@ def upgrade(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
-def ensure_schema(url: str, engine: sa.Engine) -> None:
-    """SQLite: upgrade in place. PostgreSQL: refuse an outdated schema with what to run."""
+def reach(engine: sa.Engine) -> str | None:
+    """:func:`current_revision`, a database that cannot be reached being a ConfigError naming
+    ``database_url`` (as every command reports it)."""
     try:
-        current = current_revision(engine)
+        return current_revision(engine)
     except sa.exc.DatabaseError as e:  # unreachable, refused, or a file that is no database
         raise ConfigError("database_url", f"cannot connect: {e.orig}") from None
+
+
+def ensure_schema(url: str, engine: sa.Engine) -> None:
+    """SQLite: upgrade in place. PostgreSQL: refuse an outdated schema with what to run."""
+    current = reach(engine)
     if current == HEAD_REVISION:
         return
     if is_sqlite(url):
@@ -113,7 +119,7 @@ def ensure_schema(url: str, engine: sa.Engine) -> None:
         return
     head = head_revision(url)
     if current != head:
-        raise ConfigError(
+        raise SchemaOutdated(
             "database_url",
             f"schema is at revision {current or 'none'}, code expects {head}: "
             "run `corlens db upgrade` first",

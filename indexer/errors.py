@@ -13,6 +13,7 @@ downstream catches these names only. Any URL that appears in a message goes thro
     ├── DecodeError             a log or return value does not match its ABI
     ├── ReorgTooDeep            the chain forked deeper than the indexer may rewind
     └── ConfigError             a setting is missing or invalid
+        └── SchemaOutdated      the database is behind the code: run `corlens db upgrade`
 """
 
 from __future__ import annotations
@@ -120,3 +121,8 @@ class ConfigError(IndexerError):
         self.key = key
         self.problem = problem
         super().__init__(f"{key}: {problem}")
+
+
+class SchemaOutdated(ConfigError):
+    """The database (PostgreSQL) is at an older migration than the code: the setting is right,
+    the database needs ``corlens db upgrade`` (the CLI's exit status 1, not a config error's 2)."""
