@@ -39,7 +39,6 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
-
 def fail(code: int, message: str) -> typer.Exit:
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code)
@@ -96,7 +95,12 @@ def index(
     config: ConfigOpt = None,
     chain: Annotated[str | None, typer.Option(help="Index only this configured chain.")] = None,
     once: Annotated[
-        bool, typer.Option("--once", help="Backfill to the current head, then exit.")
+        bool,
+        typer.Option(
+            "--once",
+            help="Backfill to the current head, then exit (status 1 at once if another "
+            "indexer holds the chain's writer lock).",
+        ),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -126,7 +130,7 @@ def index(
     async def run() -> None:
         if once:
             for c in chains:
-                await index_once(s, c, store, printer, say)
+                await index_once(s, c, store, printer)
             return
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -90,7 +90,7 @@ def run_demo(
         try:
             if not quiet:
                 say(f"indexing into {db_path} (config written to {cfg_path})")
-            asyncio.run(index_once(settings, chain, store, printer, say))
+            asyncio.run(index_once(settings, chain, store, printer))
             summary = summarize(store, chain)
         finally:
             store.engine.dispose()

@@ -12,6 +12,7 @@ downstream catches these names only. Any URL that appears in a message goes thro
     │   └── LogsTimeout         eth_getLogs timed out twice: treated as too large
     ├── DecodeError             a log or return value does not match its ABI
     ├── ReorgTooDeep            the chain forked deeper than the indexer may rewind
+    ├── WriterLockHeld          another indexer writes the chain (a one-shot run does not wait)
     └── ConfigError             a setting is missing or invalid
         └── SchemaOutdated      the database is behind the code: run `corlens db upgrade`
 """
@@ -111,6 +112,19 @@ class ReorgTooDeep(IndexerError):
         super().__init__(
             f"reorg of {fork_depth} blocks is deeper than the allowed {max_depth}; "
             "re-index from an earlier block or raise the limit"
+        )
+
+
+class WriterLockHeld(IndexerError):
+    """Another indexer holds ``chain``'s writer lock; ``holder`` says who, as well as it can."""
+
+    def __init__(self, chain: str, holder: str) -> None:
+        self.chain = chain
+        self.holder = holder
+        super().__init__(
+            f"{chain}: the writer lock is held by {holder}: another indexer is writing this "
+            "chain. Run again once it is done, or run `corlens index` without --once to wait "
+            "as its standby"
         )
 
 

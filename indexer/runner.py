@@ -10,7 +10,7 @@ from pathlib import Path
 
 from indexer.config import ChainConfig, Settings
 from indexer.db import ensure_schema, make_engine
-from indexer.errors import IndexerError, RetryableError, RpcError
+from indexer.errors import IndexerError, RetryableError, RpcError, WriterLockHeld
 from indexer.gc_tuning import tune_gc
 from indexer.lock import WriterLock
 from indexer.rpc import RpcClient
@@ -57,17 +57,15 @@ async def index_once(
     chain: ChainConfig,
     store: Store,
     on_progress: Callable[[Progress], None] | None = None,
-    say: Say | None = None,
 ) -> Progress:
-    """Backfill one chain to the head seen at start, holding the writer lock."""
+    """Backfill one chain to the head seen at start, holding the writer lock; a lock another
+    indexer holds is :class:`WriterLockHeld` (a one-shot run does not wait as a standby)."""
     lock = WriterLock(settings.database_url, int(chain.chain_id or 0))
-    await lock.acquire(
-        on_wait=(
-            lambda who: say(f"{chain.name}: standby, the writer lock is held by {who}; waiting")
-        )
-        if say
-        else None
-    )
+    if not lock.try_acquire():
+        try:
+            raise WriterLockHeld(chain.name, lock.holder())
+        finally:
+            lock.release()
     try:
         async with contextlib.AsyncExitStack() as stack:
             rpc = await stack.enter_async_context(
