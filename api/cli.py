@@ -59,7 +59,22 @@ def settings_or_exit(config: str | None, require_chains: bool = True) -> Setting
         raise fail(2, f"config {e}") from None
     if require_chains and not s.chains:
         raise fail(2, "config chains: no chain configured (see examples/testnet0.yaml)")
+    note_new_database(s.database_url)
     return s
+
+
+def note_new_database(url: str) -> None:
+    """Say so when the command is about to create a SQLite file (the default database_url
+    makes ./corlens.db wherever the command runs)."""
+    from indexer.db import sqlite_file
+
+    file = sqlite_file(url)
+    if file is not None and not file.exists():
+        err.print(
+            f"database: creating a new SQLite file {escape(str(file.resolve()))} "
+            f"(database_url {escape(url)})",
+            highlight=False,
+        )
 
 
 class ProgressPrinter:
@@ -182,6 +197,14 @@ def serve(
     if problem := listen_problem(host, port):
         raise fail(*problem)
     s = settings_or_exit(config, require_chains=False)
+    if not s.chains and not s.gateway.get("models"):  # legitimate with a gateway alone
+        where = f"config {s.config_path}" if s.config_path else "no config file found"
+        err.print(
+            f"warning: {escape(where)}: no chain configured (config key chains) and no "
+            "gateway.models: serving an empty API. Give --config FILE (or $CORLENS_CONFIG, "
+            "./corlens.yaml); see examples/testnet0.yaml",
+            highlight=False,
+        )
     try:
         from api.compose import serve_app
 
@@ -287,9 +310,11 @@ def _gateway_hooks() -> Any:
 
     def load(path: str | None) -> Settings:
         try:
-            return load_settings(path)
+            s = load_settings(path)
         except ConfigError as e:
             raise SettingsProblem(f"config {e}") from None
+        note_new_database(s.database_url)
+        return s
 
     def prepare(url: str) -> None:
         from indexer.db import ensure_schema, make_engine

@@ -25,12 +25,20 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for another database or one in memory."""
+    if not is_sqlite(url) or in_process_only(url):
+        return None
+    return Path(url.split("///", 1)[-1].split("?", 1)[0])
+
+
 def make_engine(url: str, **kw: Any) -> sa.Engine:
     """An engine with the pragmas corlens relies on (WAL and a busy timeout on SQLite)."""
     if is_sqlite(url):
-        memory = in_process_only(url)
-        if not memory:  # a new file's directory is made; in memory there is none to make
-            folder = Path(url.split("///", 1)[-1].split("?", 1)[0]).parent
+        file = sqlite_file(url)
+        memory = file is None
+        if file is not None:  # a new file's directory is made; in memory there is none to make
+            folder = file.parent
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as e:

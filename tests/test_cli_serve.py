@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import httpx
 
 from devnet.anvil import free_port
 from tests.indexing import write_config
-from tests.test_indexer_process import LineReader, start_cli, wait_for
+from tests.test_indexer_process import CORLENS, LineReader, start_cli, wait_for
 
 ADDRS = {"SessionV2": "0x" + "11" * 20, "CognitiveV1": "0x" + "22" * 20}
 
@@ -54,3 +56,38 @@ def test_serve_with_the_rpc_down_says_so_once_and_reports_lag_unknown(tmp_path: 
         _, rest = proc.communicate(timeout=30)
     text = "\n".join([*lines.lines, rest])
     assert "secret-key" not in text and "Traceback" not in text, text
+
+
+def test_without_any_config_serve_warns_and_a_new_sqlite_file_is_named(tmp_path: Path) -> None:
+    """No --config, no $CORLENS_CONFIG, no ./corlens.yaml: serve says it serves no chain and how
+    to configure one; every command that creates ./corlens.db says so (once: when it is new)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORLENS_")}
+    created = f"database: creating a new SQLite file {tmp_path / 'corlens.db'}"
+    r, again = (
+        subprocess.run(
+            [*CORLENS, *cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+        for cmd in (["keys", "list"], ["db", "upgrade"])
+    )
+    assert r.returncode == 0 and created in r.stderr, r.stderr
+    assert again.returncode == 0 and "creating" not in again.stderr, again.stderr
+    (tmp_path / "corlens.db").unlink()
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CORLENS, "serve", "--no-indexer", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    lines = LineReader(proc.stderr)
+    try:
+        wait_for(lambda: lines.has("serving the API on"), 60, "serve to start")
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    text = "\n".join(lines.lines)
+    assert "warning: no config file found: no chain configured (config key chains)" in text, text
+    assert "--config FILE" in text and created in text, text
