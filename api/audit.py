@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 RULES: dict[str, str] = {  # rule -> exact semantics, in report order
+    "invalid_amount": (
+        "A stored payment row whose amount (field payment.amount) is not the decimal string of "
+        "a uint256; the row is left out of every other rule. Key: the row (tx, log index)."
+    ),
     "allocation_without_commit": (
         "A NodePaymentAllocated to a node that was not assigned to the task, or was assigned "
         "but never committed (task_miner.commit_tx is null). Key: the allocation."
@@ -54,6 +58,7 @@ RULES: dict[str, str] = {  # rule -> exact semantics, in report order
 DEFAULT_UNPAID_AFTER_BLOCKS = 50
 VALUE_KINDS = ("deposit", "withdrawal")  # the only payment events that move tokens
 TRANSFER_TOPIC0 = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+UINT256_MAX = 2**256 - 1  # an event's amount is a uint256: anything else is a corrupt row
 TaskKey = tuple[int, int]
 GroupKey = tuple[str, str]  # (tx hash, kind)
 
@@ -131,6 +136,33 @@ class Moved:
     value: int
 
 
+def parse_amount(raw: object) -> int | None:
+    """A stored amount as an int, or None when it is not the decimal string of a uint256.
+
+    >>> parse_amount("12"), parse_amount("abc"), parse_amount("-1"), parse_amount(None)
+    (12, None, None, None)
+    """
+    text = str(raw) if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+    if not text.isascii() or not text.isdecimal() or len(text) > 78:
+        return None
+    value = int(text)
+    return value if value <= UINT256_MAX else None
+
+
+def pending_balance(moves: Iterable[tuple[str, int]]) -> int:
+    """A node's pending payments after its (kind, amount) allocations and withdrawals in chain
+    order: allocations add, a withdrawal subtracts and an overdraft leaves 0, as the contract
+    does.
+
+    >>> pending_balance([("allocation", 5), ("withdrawal", 7), ("allocation", 2)])
+    2
+    """
+    pending = 0
+    for kind, amount in moves:
+        pending = pending + amount if kind == "allocation" else max(0, pending - amount)
+    return pending
+
+
 def finding_id(chain_id: int, rule: str, *key: object) -> str:
     """Stable id: the same rule and key on the same chain give the same id.
 
@@ -149,6 +181,25 @@ def _finding(
 
 def chain_order(pays: Iterable[Pay]) -> list[Pay]:
     return sorted(pays, key=lambda p: (p.block_number, p.log_index, p.tx_hash))
+
+
+def invalid_amount(chain_id: int, bad: Sequence[tuple[Pay, str]]) -> list[Finding]:
+    """One finding per stored row whose amount could not be read (``bad``: the row, its raw
+    amount)."""
+    return [
+        _finding(
+            chain_id,
+            "invalid_amount",
+            (p.tx_hash, p.log_index),
+            f"{p.kind} {p.tx_hash}:{p.log_index}: field amount is {raw[:80]!r}, not a decimal "
+            "uint256; the row is left out of the other rules",
+            [p],
+            session_id=p.session_id,
+            task_id=p.task_id,
+            node=p.node,
+        )
+        for p, raw in sorted(bad, key=lambda b: (b[0].block_number, b[0].log_index, b[0].tx_hash))
+    ]
 
 
 def _allocs(pays: Iterable[Pay]) -> list[Pay]:
@@ -421,11 +472,15 @@ def run_rules(
     cursor_block: int,
     unpaid_after_blocks: int,
     moved: Mapping[GroupKey, Moved | None] | str,
+    invalid: Sequence[tuple[Pay, str]] = (),
 ) -> Report:
     """Every rule over the rows; ``moved`` is :func:`read_moved`'s answer, or the reason the
-    chain could not be read (rule 6 is then reported ``skipped``; the others still run)."""
+    chain could not be read (rule 6 is then reported ``skipped``; the others still run).
+    ``invalid``: stored rows whose amount could not be read, with the raw amount (not in
+    ``pays``)."""
     allocs = len(_allocs(pays))
     ran: list[tuple[str, list[Finding], int]] = [
+        ("invalid_amount", invalid_amount(chain_id, invalid), len(pays) + len(invalid)),
         ("allocation_without_commit", allocation_without_commit(chain_id, pays, tasks), allocs),
         ("duplicate_allocation", duplicate_allocation(chain_id, pays), allocs),
         (
@@ -445,8 +500,10 @@ def run_rules(
     if isinstance(moved, str):
         runs.append(RuleRun("amount_mismatch", "skipped", 0, 0, moved))
     else:
-        fs, checked = amount_mismatch(chain_id, pays, moved)
-        unchecked = len(value_groups(pays)) - checked
+        bad = {(p.tx_hash, p.kind) for p, _ in invalid}  # an unreadable total is no mismatch
+        readable = [p for p in pays if (p.tx_hash, p.kind) not in bad]
+        fs, checked = amount_mismatch(chain_id, readable, moved)
+        unchecked = len(value_groups(readable)) - checked
         why = f"{unchecked} transaction(s) not found on chain" if unchecked else None
         runs.append(RuleRun("amount_mismatch", "ran", len(fs), checked, why))
         findings += fs

@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from api.audit import parse_amount, pending_balance
 from indexer.models import (
     Block,
     ChainState,
@@ -235,14 +236,16 @@ def node(conn: sa.Connection, chain_id: int, address: str) -> dict[str, Any] | N
         .where(m.chain_id == chain_id, m.miner == address)
     ).one()
     amounts = conn.execute(
-        sa.select(PAYMENT.c.kind, PAYMENT.c.amount).where(
+        sa.select(PAYMENT.c.kind, PAYMENT.c.amount)
+        .where(
             PAYMENT.c.chain_id == chain_id,
             PAYMENT.c.node == address,
             PAYMENT.c.kind.in_(("allocation", "withdrawal")),
         )
+        .order_by(PAYMENT.c.block_number, PAYMENT.c.log_index, PAYMENT.c.tx_hash)
     ).all()
-    allocated = sum(int(a) for k, a in amounts if k == "allocation")
-    withdrawn = sum(int(a) for k, a in amounts if k == "withdrawal")
+    moves = [(k, parse_amount(a)) for k, a in amounts]
+    readable = [(k, a) for k, a in moves if a is not None]
     sessions = sorted(
         {
             int(s)
@@ -261,8 +264,10 @@ def node(conn: sa.Connection, chain_id: int, address: str) -> dict[str, Any] | N
         "precommits": part[2],
         "commits": part[3],
         "misses": part[4],
-        "allocated": allocated,
-        "withdrawn": withdrawn,
+        "allocated": sum(a for k, a in readable if k == "allocation"),
+        "withdrawn": sum(a for k, a in readable if k == "withdrawal"),
+        "pending": pending_balance(readable),
+        "unreadable": len(moves) - len(readable),
         "sessions": sessions,
     }
 

@@ -52,7 +52,6 @@ def node(
     if got is None:
         raise not_found("node", chain=chain.name, address=addr)
     n = got["node"] or {}
-    allocated, withdrawn = got["allocated"], got["withdrawn"]
     return NodeOut(
         address=addr,
         node_id=n.get("node_id"),
@@ -69,7 +68,10 @@ def node(
             misses=got["misses"],
         ),
         earnings=Earnings(
-            allocated=str(allocated), withdrawn=str(withdrawn), pending=str(allocated - withdrawn)
+            allocated=str(got["allocated"]),
+            withdrawn=str(got["withdrawn"]),
+            pending=str(got["pending"]),
+            unreadable=got["unreadable"],
         ),
         explorer_url=state.links(chain, request).address(addr),
     )

@@ -85,7 +85,9 @@ class AuditRowOut(BaseModel):
     session_id: int | None
     task_id: int | None
     node: str | None
-    amount: str | None = Field(description="Token base units; null for a task_ended row")
+    amount: str | None = Field(
+        description="Token base units; null for a task_ended row and an invalid_amount row"
+    )
     finality: Finality
     explorer_url: str
 
@@ -349,25 +351,21 @@ def configured_unpaid_after(settings: Settings) -> int:
     return raw
 
 
-def load_audit_input(
-    conn: sa.Connection, chain_id: int
-) -> tuple[list[audit.Pay], dict[audit.TaskKey, audit.TaskFacts], int]:
-    """(payments, tasks that ended or were allocated to, indexed cursor) of one chain."""
+@dataclass(frozen=True)
+class AuditInput:
+    pays: list[audit.Pay]
+    tasks: dict[audit.TaskKey, audit.TaskFacts]
+    cursor: int
+    invalid: list[tuple[audit.Pay, str]]  # rows whose stored amount is unreadable, raw amount
+
+
+def load_audit_input(conn: sa.Connection, chain_id: int) -> AuditInput:
+    """Payments, tasks that ended or were allocated to, and the indexed cursor of one chain;
+    a row whose amount is not a uint256 goes to ``invalid`` (amount 0) instead of ``pays``."""
     p, ev, t, s, m = PAYMENT, q.EVENT, q.TASK, q.STEP, q.MINER
-    pays = [
-        audit.Pay(
-            r.kind,
-            r.tx_hash,
-            r.log_index,
-            r.block_number,
-            int(r.amount),
-            r.session_id,
-            r.task_id,
-            r.node,
-            r.counterparty,
-            r.address,
-        )
-        for r in conn.execute(
+    pays: list[audit.Pay] = []
+    invalid: list[tuple[audit.Pay, str]] = []
+    for r in conn.execute(
             sa.select(p, ev.c.address)
             .select_from(
                 p.outerjoin(
@@ -378,8 +376,24 @@ def load_audit_input(
                 )
             )
             .where(p.c.chain_id == chain_id)
+    ):
+        amount = audit.parse_amount(r.amount)
+        pay = audit.Pay(
+            r.kind,
+            r.tx_hash,
+            r.log_index,
+            r.block_number,
+            amount or 0,
+            r.session_id,
+            r.task_id,
+            r.node,
+            r.counterparty,
+            r.address,
         )
-    ]
+        if amount is None:
+            invalid.append((pay, str(r.amount)))
+        else:
+            pays.append(pay)
     ended = {
         (r.session_id, r.task_id): r
         for r in conn.execute(
@@ -416,7 +430,7 @@ def load_audit_input(
         )
         tasks[(sid, tid)] = audit.TaskFacts(sid, tid, bool(e and e.force_ended), row, ms)
     st = q.chain_state(conn, chain_id)
-    return pays, tasks, int(st["cursor_block"]) if st else -1
+    return AuditInput(pays, tasks, int(st["cursor_block"]) if st else -1, invalid)
 
 
 async def build_report(
@@ -430,7 +444,8 @@ async def build_report(
     """The audit of one chain and the cursor it covers. The database answers for rules 1-5 (read
     in a worker thread: the event loop keeps serving); rule 6 reads the chain, and reports
     ``skipped`` with the reason when it cannot."""
-    pays, tasks, cursor = await asyncio.to_thread(load_audit_input, conn, chain_id)
+    got = await asyncio.to_thread(load_audit_input, conn, chain_id)
+    pays = got.pays
     moved: dict[audit.GroupKey, audit.Moved | None] | str
     if not amounts:
         moved = "not requested (amounts=false)"
@@ -448,11 +463,12 @@ async def build_report(
     return audit.run_rules(
         chain_id,
         pays,
-        tasks,
-        cursor_block=cursor,
+        got.tasks,
+        cursor_block=got.cursor,
         unpaid_after_blocks=unpaid_after_blocks,
         moved=moved,
-    ), cursor
+        invalid=got.invalid,
+    ), got.cursor
 
 
 def report_out(
@@ -467,7 +483,7 @@ def report_out(
     """The response schema of a report: rows with finality and explorer links."""
     safe, final = (int(st["safe_block"]), int(st["finalized_block"])) if st else (-1, -1)
 
-    def row(p: audit.Pay) -> AuditRowOut:
+    def row(p: audit.Pay, rule: str) -> AuditRowOut:
         return AuditRowOut(
             kind=p.kind,
             tx_hash=p.tx_hash,
@@ -476,7 +492,7 @@ def report_out(
             session_id=p.session_id,
             task_id=p.task_id,
             node=p.node,
-            amount=None if p.kind == "task_ended" else str(p.amount),
+            amount=None if p.kind == "task_ended" or rule == "invalid_amount" else str(p.amount),
             finality=finality_of(p.block_number, safe, final),
             explorer_url=links.tx(p.tx_hash),
         )
@@ -495,7 +511,7 @@ def report_out(
             if f.task_id is not None and f.session_id is not None
             else None,
             node_url=links.address(f.node) if f.node else None,
-            rows=[row(p) for p in f.rows],
+            rows=[row(p, f.rule) for p in f.rows],
         )
         for f in report.findings
     ]

@@ -193,9 +193,19 @@ class Participation(BaseModel):
 
 
 class Earnings(BaseModel):
-    allocated: str
-    withdrawn: str
-    pending: str
+    allocated: str = Field(description="Sum of the node's allocations: COR wei (uint256), decimal")
+    withdrawn: str = Field(description="Sum of the node's withdrawals: COR wei (uint256), decimal")
+    pending: str = Field(
+        description="What the node can still withdraw: COR wei (uint256), as a decimal string. "
+        "Allocations add and withdrawals subtract in chain order; a withdrawal above the "
+        "pending balance leaves it at 0, as the contract does (never negative; the audit's "
+        "over_withdrawal rule reports the overdraft)"
+    )
+    unreadable: int = Field(
+        0,
+        description="Payment rows left out of these sums because their stored amount is not "
+        "a decimal uint256 (the audit reports each as invalid_amount)",
+    )
 
 
 class NodeOut(BaseModel):

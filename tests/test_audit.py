@@ -207,7 +207,8 @@ def test_each_rule_fires_on_its_scenario_and_not_on_a_clean_run(
         want = {finding_id(CID, rule, *key): rule for rule, keys in broken.keys.items()
                 for key in keys}
         assert {f["id"]: f["rule"] for f in got["findings"]} == want
-        assert got["summary"] == {r: len(k) for r, k in broken.keys.items()}
+        assert got["summary"] == {**dict.fromkeys(audit.RULES, 0),
+                                  **{r: len(k) for r, k in broken.keys.items()}}
         assert not got["clean"]
         assert [f["id"] for f in report(c)["findings"]] == [f["id"] for f in got["findings"]]
         for f in got["findings"]:
@@ -238,6 +239,41 @@ def test_each_rule_fires_on_its_scenario_and_not_on_a_clean_run(
                     for f in r["findings"]]
 
         assert gist(json.loads(as_json.stdout)) == gist(got)
+
+        # a node that overdrew: pending stays at 0, as the contract (and the audit) leave it
+        over = next(f for f in got["findings"] if f["rule"] == "over_withdrawal")
+        node_url = f"/api/v1/chains/local/nodes/{over['node']}"
+        earned = c.get(node_url).json()["earnings"]
+        assert int(earned["withdrawn"]) > int(earned["allocated"]) and earned["pending"] == "0"
+        assert earned["unreadable"] == 0
+        assert "never negative" in c.get("/openapi.json").json()["components"]["schemas"][
+            "Earnings"]["properties"]["pending"]["description"]
+
+        # corrupt stored amounts: findings naming row and field, never a 500 or a traceback
+        engine = sa.create_engine(store_url)
+        with engine.begin() as conn:
+            bad = [tuple(r) for r in conn.execute(sa.text(
+                "SELECT tx_hash, log_index FROM payment WHERE (kind = 'deposit' AND "
+                "session_id = 0) OR (kind = 'allocation' AND node = :n)"), {"n": over["node"]})]
+            conn.execute(sa.text(
+                "UPDATE payment SET amount = 'abc' WHERE kind = 'deposit' AND session_id = 0"))
+            conn.execute(sa.text("UPDATE payment SET amount = '-5' WHERE kind = 'allocation' "
+                                 "AND node = :n"), {"n": over["node"]})
+        engine.dispose()
+        assert len(bad) >= 2
+        corrupt = report(c)
+        invalid = [f for f in corrupt["findings"] if f["rule"] == "invalid_amount"]
+        assert sorted((f["rows"][0]["tx_hash"], f["rows"][0]["log_index"]) for f in invalid) == \
+            sorted(bad)
+        assert all("field amount is" in f["message"] and f["rows"][0]["amount"] is None
+                   for f in invalid), invalid
+        assert corrupt["summary"]["invalid_amount"] == len(bad)
+        assert {f["id"] for f in corrupt["findings"]} - {f["id"] for f in invalid} <= set(want)
+        res = cli("--chain", "local", "--config", config)
+        assert res.exit_code == 1 and res.exception is not None and "invalid_amount" in res.stdout
+        assert isinstance(res.exception, SystemExit), res.output
+        assert c.get("/api/v1/chains/local/payouts").status_code == 200
+        assert c.get(node_url).json()["earnings"]["unreadable"] == 1
 
 
 def csv_rows(text: str) -> list[dict[str, str]]:
@@ -348,7 +384,7 @@ def test_native_amounts_and_an_unreachable_rpc(anvil: Anvil, tmp_path: Path) -> 
         down = report(c)
         rule6 = down["rules"][-1]
         assert rule6["status"] == "skipped" and "RPC unavailable" in rule6["reason"]
-        assert [r["status"] for r in down["rules"][:-1]] == ["ran"] * 5
+        assert [r["status"] for r in down["rules"][:-1]] == ["ran"] * (len(audit.RULES) - 1)
         assert not down["clean"] and down["findings"] == []
         assert down["notes"] == [f"amount_mismatch skipped: {rule6['reason']}"]
     config = write_config(tmp_path / "dead.yaml", "http://127.0.0.1:9", both, db,
