@@ -202,6 +202,25 @@ class Settings(BaseSettings):
             raise ValueError("use redis://HOST:PORT/DB, rediss://... (TLS) or unix://PATH")
         return v
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            parts = urlsplit(v)
+            parts.port  # noqa: B018  (raises on a port that is not a number in range)
+        except ValueError as e:
+            raise ValueError(f"not a valid URL ({e}): {redact_url(v)}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"must be an absolute http:// or https:// URL, e.g. https://corlens.example.org "
+                f"(got {v[:60]!r})"
+            )
+        if any(c.isspace() for c in v) or parts.query or parts.fragment:
+            raise ValueError(f"must be a base URL with no spaces, query or fragment: {v[:60]!r}")
+        return v
+
     @model_validator(mode="after")
     def _unique_chains(self) -> Settings:
         names = [c.name for c in self.chains]
@@ -233,15 +252,18 @@ class Settings(BaseSettings):
         return (init_settings,)
 
 
-def expand_env_refs(value: Any, env: dict[str, str], key: str = "") -> Any:
-    """Replace ``${NAME}`` / ``${NAME:-default}`` in strings; a missing variable is an error."""
+def expand_env_refs(
+    value: Any, env: dict[str, str], loc: tuple[Any, ...] = (), root: Any = None
+) -> Any:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` in strings; a missing variable is an error
+    naming the key as validation errors do (``chains[local].rpc_urls[0]``)."""
+    root = value if root is None else root
     if isinstance(value, dict):
-        return {
-            k: expand_env_refs(v, env, f"{key}.{k}" if key else str(k)) for k, v in value.items()
-        }
+        return {k: expand_env_refs(v, env, (*loc, k), root) for k, v in value.items()}
     if isinstance(value, list):
-        return [expand_env_refs(v, env, f"{key}.{i}") for i, v in enumerate(value)]
+        return [expand_env_refs(v, env, (*loc, i), root) for i, v in enumerate(value)]
     if isinstance(value, str):
+        key = _format_loc(loc, root)
 
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
@@ -316,11 +338,11 @@ def apply_env_overrides(data: dict[str, Any], env: dict[str, str]) -> dict[str, 
                     if isinstance(c, dict)
                     and (str(c.get("name", "")).lower() == part or str(j) == part)
                 ]
-                if not match and not any(isinstance(c, dict) for c in node):
+                if not match and (i == 1 and path[0] == "chains"):
+                    raise ConfigError(var, f"no chain named {part!r} to override")
+                if not match:
                     raise ConfigError(var, "names an item of a list: set the whole list, e.g. "
                                       f"{ENV_PREFIX}...__{path[i - 1].upper()}='[...]'")
-                if not match:
-                    raise ConfigError(var, f"no chain named {part!r} to override")
                 node = match[0]
                 if last:
                     raise ConfigError(var, "names a chain; add the key to set, e.g. __RPC_URLS")
@@ -328,8 +350,8 @@ def apply_env_overrides(data: dict[str, Any], env: dict[str, str]) -> dict[str, 
             key = _key(node, part, path[i - 1] if i else "")
             if last:
                 node[key] = _env_value(raw, _is_text_setting(path))
-            else:
-                node = node.setdefault(key, {})
+            else:  # the chains list exists even when no file gave one (names then match none)
+                node = node.setdefault(key, [] if (i, key) == (0, "chains") else {})
                 if not isinstance(node, dict | list):
                     raise ConfigError(var, f"{part} is not a section")
     return data

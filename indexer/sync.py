@@ -130,10 +130,7 @@ class ChainIndexer:
                 f"chains[{self.chain.name}].chain_id",
                 f"the RPC reports chain {got}, the config says {self.chain_id}",
             )
-        abis = {
-            name: load_abi(abi_path(name, c.abi, self.config_dir))
-            for name, c in self.chain.contracts.items()
-        }
+        abis = {name: self._contract_abi(name, c.abi) for name, c in self.chain.contracts.items()}
         for name, c in self.chain.contracts.items():
             if c.address:
                 self.addresses[name] = c.address
@@ -156,6 +153,15 @@ class ChainIndexer:
             )
         self.start_block = min(self.chain.start_for(n) for n in self.addresses)
         self.store.ensure_state(self.chain_id, self.chain.name, self.start_block)
+
+    def _contract_abi(self, name: str, abi: str | None) -> list[dict[str, Any]]:
+        """The ABI a contract's config names (or the default); a problem names the key."""
+        path = abi_path(name, abi, self.config_dir)
+        try:
+            return load_abi(path)
+        except ConfigError as e:
+            key = f"chains[{self.chain.name}].contracts.{name}.abi"
+            raise ConfigError(key, f"{e.key}: {e.problem}") from None
 
     def _check_event_map(self, contract: str, events: dict[str, Any], abi: list[Any]) -> None:
         """Each mapping names an event corlens projects and an event the ABI has: a mapping

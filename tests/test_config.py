@@ -76,7 +76,7 @@ def test_config_env_var_names_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "env", "key", "problem"),
     [
-        (BASE, {}, "chains.0.rpc_urls.0", "${KEY}"),
+        (BASE, {}, "chains[t0].rpc_urls[0]", "${KEY}"),
         (BASE.replace(ADDR, "0x1234"), {"KEY": "k"}, "chains[t0].contracts.SessionV2.address",
          "not a 20-byte hex address"),
         (BASE.replace("preset: testnet0", "preset: mainnet"), {"KEY": "k"}, "chains[t0].preset",
@@ -108,6 +108,11 @@ def test_config_env_var_names_the_file(tmp_path: Path) -> None:
          "chains[t0].contracts.SessionV2.start_block", "less than"),
         ("database_url: sqlite://relhost/x.db\n", {}, "database_url", "names no host"),
         ("redis_url: notaurl\n", {}, "redis_url", "redis://"),
+        ("public_url: 'javascript:alert(1)//'\n", {}, "public_url", "absolute http://"),
+        ("public_url: not a url\n", {}, "public_url", "absolute http://"),
+        ("public_url: /relative\n", {}, "public_url", "absolute http://"),
+        ("public_url: 'https://h:99999'\n", {}, "public_url", "not a valid URL"),
+        ("public_url: 'https://h/a b'\n", {}, "public_url", "no spaces"),
         ("database_url: postgresql://postgres@127.0.0.1:notaport/test\n", {}, "database_url",
          "postgresql+psycopg://"),
     ],
@@ -127,10 +132,16 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
         load_settings(None, env={"CORLENS_CONFIG": str(tmp_path / "gone.yaml")})
 
 
-def test_unknown_chain_override_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="CORLENS_CHAINS__NOPE__RPC_URLS"):
+def test_unknown_chain_override_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./corlens.yaml
+    with pytest.raises(ConfigError, match="CORLENS_CHAINS__NOPE__RPC_URLS: no chain named 'nope'"):
         load_settings(write(tmp_path, BASE), env={"KEY": "k",
                                                   "CORLENS_CHAINS__NOPE__RPC_URLS": "[]"})
+    # The same with no config file (no chains at all), not a type error about the list.
+    with pytest.raises(ConfigError, match="CORLENS_CHAINS__LOCAL__RPC_URLS: no chain named "
+                                          "'local' to override"):
+        load_settings(None, env={"CORLENS_CHAINS__LOCAL__RPC_URLS": '["http://x"]'})
     # An item of a list of values is not a chain: the message says to set the whole list.
     with pytest.raises(ConfigError, match="CORLENS_CHAINS__T0__RPC_URLS__0: names an item of a "
                                           "list: set the whole list"):

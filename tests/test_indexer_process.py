@@ -290,6 +290,9 @@ def test_a_replacement_payment_abi_is_mapped_in_config(devnet: Any, tmp_path: Pa
                          (typo, "has no argument 'minr'"), (unknown, "no argument of this")):
         r = run("bad", {"abi": str(tmp_path / "real.json"), "events": bad})
         assert r.returncode == 2 and key in r.stderr and problem in r.stderr, r.stderr
+    r = run("gone", {"abi": "nope.json"})  # a missing ABI file names the contract's key
+    assert r.returncode == 2 and "config chains[local].contracts.SessionPayment.abi: " in \
+        r.stderr and "nope.json: ABI file not found" in r.stderr, r.stderr
 
 
 def test_index_into_a_database_in_memory_writes_in_process(devnet: Any, tmp_path: Path
