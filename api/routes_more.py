@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ from api.errors import ERRORS_422_404, not_found
 from api.routes import Address, _summary
 from api.schemas import (
     Earnings,
+    GatewayRecordOut,
     LoggedEvent,
     NodeOut,
     Participation,
@@ -22,6 +24,7 @@ from api.schemas import (
 )
 from api.state import ChainDep, ConnDep, StateDep
 from gateway.capacity.base import shown_key, shown_url
+from gateway.store import REQUESTS as GATEWAY_REQUEST
 from indexer.errors import IndexerError
 from indexer.finality import finality_of
 
@@ -146,24 +149,22 @@ async def tx(
 def gateway_request(
     state: StateDep, conn: ConnDep, request: Request, request_id: RequestId
 ) -> RequestOut:
-    record: dict[str, Any] | None = None
+    record: GatewayRecordOut | None = None
     if q.has_table(conn, "gateway_request"):
-        t = sa.table("gateway_request", sa.column("request_id"))
-        r = (
-            conn.execute(sa.select(sa.text("*")).select_from(t).where(t.c.request_id == request_id))
-            .mappings()
-            .first()
-        )
-        record = (
-            {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
-            if r
-            else None
-        )
-        if record:  # router URLs may carry credentials (older records hold them in full)
-            if record.get("router_url"):
-                record["router_url"] = shown_url(record["router_url"])
-            if record.get("session_key"):
-                record["session_key"] = shown_key(record["session_key"])
+        t = GATEWAY_REQUEST
+        r = conn.execute(sa.select(t).where(t.c.request_id == request_id)).mappings().first()
+        if r is not None:
+            created: datetime = r["created_at"]
+            created = created if created.tzinfo else created.replace(tzinfo=UTC)  # stored UTC
+            record = GatewayRecordOut.model_validate(
+                {
+                    **r,
+                    # router URLs may carry credentials (older records hold them in full)
+                    "router_url": shown_url(r["router_url"]) if r["router_url"] else None,
+                    "session_key": shown_key(r["session_key"]) if r["session_key"] else None,
+                    "created_at": created.timestamp(),
+                }
+            )
     task = q.task_by_reference(conn, request_id)
     if record is None and task is None:
         raise not_found("request", request_id=request_id)

@@ -249,9 +249,38 @@ class TxOut(BaseModel):
     explorer_url: str
 
 
+class GatewayRecordOut(BaseModel):
+    """The gateway's record of one request, typed alike on SQLite and PostgreSQL."""
+
+    request_id: str
+    key_id: int | None
+    model: str
+    endpoint: str = Field(description="completions | chat.completions")
+    stream: bool
+    chain: str | None
+    session_id: int | None
+    session_key: str | None = Field(description="chain:session@router, credentials hidden")
+    router_label: str | None
+    router_url: str | None = Field(description="Credentials and query string hidden")
+    status: str = Field(description="ok | error | rejected | client_closed")
+    http_status: int
+    error_code: str | None
+    latency_ms: float
+    ttfb_ms: float | None
+    waited_ms: float | None
+    attempts: int
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    task_id: int | None
+    replica_id: str
+    created_at: float = Field(
+        description="When the gateway received the request: unix seconds (UTC), fractional"
+    )
+
+
 class RequestOut(BaseModel):
     request_id: str
-    gateway: dict[str, object] | None = Field(
+    gateway: GatewayRecordOut | None = Field(
         None, description="The gateway's record of the request, when the gateway served it"
     )
     chain: str | None

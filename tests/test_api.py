@@ -311,3 +311,34 @@ def test_property_run_catches_a_5xx() -> None:
     (op,) = [r.ok() for r in schema.get_all_operations()]
     with pytest.raises(Exception, match="division|Server error"):
         run_operation(op.as_strategy(), "broken", {})
+
+
+def test_a_gateway_record_is_typed_alike_on_every_backend(store_url: str) -> None:
+    """The gateway's record of a request: booleans as booleans, created_at as unix seconds,
+    the same on SQLite (which stores no timezone) as on PostgreSQL; its schema is typed."""
+    from datetime import UTC, datetime
+
+    from gateway.store import REQUESTS
+    from indexer.config import Settings
+
+    at = datetime(2026, 11, 29, 4, 31, 26, 123456, tzinfo=UTC)
+    row = {"request_id": "req-typed", "key_id": 3, "model": "m", "endpoint": "chat.completions",
+           "stream": True, "chain": "local", "session_id": 1,
+           "session_key": "local:1@http://u:pw@r:1", "router_label": "a",
+           "router_url": "http://u:pw@r:1", "status": "ok", "http_status": 200,
+           "error_code": None, "latency_ms": 12.5, "ttfb_ms": None, "waited_ms": 0.0,
+           "attempts": 1, "prompt_tokens": 4, "completion_tokens": 2, "task_id": None,
+           "replica_id": "r1", "created_at": at}
+    engine = sa.create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(REQUESTS.insert(), [row])
+    engine.dispose()
+    with TestClient(build_app(Settings(database_url=store_url), run_indexer=False)) as c:
+        body = c.get("/api/v1/requests/req-typed").json()
+        doc = c.get("/openapi.json").json()["components"]["schemas"]
+    assert body["gateway"] == {**row, "created_at": at.timestamp(),
+                               "session_key": "local:1@http://***@r:1",
+                               "router_url": "http://***@r:1"}, body
+    assert body["gateway"]["stream"] is True and body["task"] is None
+    assert "$ref" in str(doc["RequestOut"]["properties"]["gateway"])
+    assert doc["GatewayRecordOut"]["properties"]["created_at"]["type"] == "number"
