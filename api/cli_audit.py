@@ -26,23 +26,6 @@ if TYPE_CHECKING:  # the API's modules load when the command runs, not with ever
 
 LINK_BASE = "http://127.0.0.1:8000"  # corlens serve's default, for links when no public_url
 CLI_RPC_RETRIES = 2  # a one-shot report should say "RPC unreachable" quickly, not back off long
-CSV_HEADER = [
-    "id",
-    "rule",
-    "scope",
-    "message",
-    "session_id",
-    "task_id",
-    "node",
-    "amounts",
-    "row_kind",
-    "tx_hash",
-    "log_index",
-    "block_number",
-    "amount",
-    "finality",
-    "explorer_url",
-]
 
 
 def register(app: typer.Typer) -> None:
@@ -159,36 +142,8 @@ def print_report(r: AuditReportOut) -> None:
 
 
 def write_csv(path: Path, r: AuditReportOut) -> None:
-    """One line per (finding, row); a finding without rows gets one line with empty row cells."""
+    """One line per (finding, row), as ``GET .../audit/payouts?format=csv`` answers."""
+    from api.audit_csv import finding_lines
+
     with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(CSV_HEADER)
-        for f in r.findings:
-            head = [
-                f.id,
-                f.rule,
-                f.scope or "",
-                f.message,
-                _s(f.session_id),
-                _s(f.task_id),
-                f.node or "",
-                ";".join(f"{k}={v}" for k, v in f.amounts.items()),
-            ]
-            rows: list[list[object]] = [
-                [
-                    row.kind,
-                    row.tx_hash,
-                    row.log_index,
-                    row.block_number,
-                    row.amount or "",
-                    row.finality,
-                    row.explorer_url,
-                ]
-                for row in f.rows
-            ]
-            for cells in rows or [[""] * 7]:
-                w.writerow(head + cells)
-
-
-def _s(v: object) -> str:
-    return "" if v is None else str(v)
+        csv.writer(fh).writerows(finding_lines(r))

@@ -4,7 +4,7 @@ Etherscan-style and Blockscout-style explorers share the ``/tx/``, ``/address/``
 paths; a chain without a public explorer (``corlens`` kind: local, and testnet1a until its
 explorer URL is set) links to corlens's own transaction and node views instead.
 
->>> from indexer.config import ChainConfig
+>>> from indexer.config import ChainConfig, ExplorerKind
 >>> c = ChainConfig(name="t0", preset="testnet0", rpc_urls=["http://x"])
 >>> Links(c, "http://localhost:8000").tx("0xab")
 'https://sepolia.arbiscan.io/tx/0xab'
@@ -14,7 +14,17 @@ explorer URL is set) links to corlens's own transaction and node views instead.
 
 from __future__ import annotations
 
-from indexer.config import ChainConfig
+from indexer.config import ChainConfig, ExplorerKind
+
+
+def explorer_kind_used(chain: ChainConfig) -> ExplorerKind:
+    """The kind of the links corlens builds: ``corlens`` (its own views) whenever the chain has
+    no explorer URL, whatever kind the config or preset names.
+
+    >>> explorer_kind_used(ChainConfig(name="t1", preset="testnet1a", rpc_urls=["http://x"]))
+    'corlens'
+    """
+    return chain.explorer_kind or "corlens" if chain.explorer_url else "corlens"
 
 
 class Links:
@@ -23,11 +33,9 @@ class Links:
     def __init__(self, chain: ChainConfig, api_base: str) -> None:
         self.chain = chain
         self.api = api_base.rstrip("/") + f"/api/v1/chains/{chain.name}"
-        self.explorer = (
-            chain.explorer_url.rstrip("/")
-            if chain.explorer_url and chain.explorer_kind != "corlens"
-            else None
-        )
+        self.kind = explorer_kind_used(chain)
+        url = chain.explorer_url if self.kind != "corlens" else None
+        self.explorer = url.rstrip("/") if url else None
 
     def tx(self, tx_hash: str) -> str:
         if self.explorer:

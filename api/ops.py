@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
 
 from api import queries as q
 from api.state import StateDep
@@ -16,7 +17,55 @@ from api.state import StateDep
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/health", summary="The process is alive")
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    ready: Literal[True]
+    chains: list[str] = Field(description="The chains checked")
+
+
+class NotReadyOut(BaseModel):
+    ready: Literal[False]
+    reason: str
+    chains: list[str] = Field(
+        [], description="The chains lagging or with an unknown head (absent: database down)"
+    )
+
+
+class ChainStatusOut(BaseModel):
+    chain: str
+    chain_id: int
+    cursor: int = Field(description="Last indexed block (-1: none yet)")
+    head: int = Field(description="The chain's head as last read (-1: unknown)")
+    lag_blocks: int | None = Field(description="null while the head is unknown")
+    safe: int | None
+    finalized: int | None
+    events_indexed: int
+    reorgs: int
+    events_per_s: float | None
+    rpc_requests: dict[str, int]
+    rpc_errors: dict[str, int]
+    indexer_message: str | None
+
+
+class StatusOut(BaseModel):
+    chains: list[ChainStatusOut]
+    time: float = Field(description="Server time, unix seconds")
+
+
+READY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": ReadyOut, "description": "Ready"},
+    503: {
+        "model": NotReadyOut,
+        "description": "Not ready: the database is unreachable, or a chain's lag is above "
+        "ready_max_lag_blocks or unknown (with Retry-After)",
+    },
+}
+
+
+@router.get("/health", response_model=HealthOut, summary="The process is alive")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -50,7 +99,11 @@ def _chains(state: Any) -> list[dict[str, Any]]:
     return out
 
 
-@router.get("/ready", summary="Database reachable and every chain's lag under the bound")
+@router.get(
+    "/ready",
+    responses=READY_RESPONSES,
+    summary="Database reachable and every chain's lag under the bound",
+)
 def ready(state: StateDep) -> JSONResponse:
     bound = state.settings.ready_max_lag_blocks
     try:
@@ -79,7 +132,9 @@ def ready(state: StateDep) -> JSONResponse:
     return JSONResponse({"ready": True, "chains": [c["chain"] for c in chains]})
 
 
-@router.get("/status", summary="Cursors, heads, lags, RPC errors, events/s")
+@router.get(
+    "/status", response_model=StatusOut, summary="Cursors, heads, lags, RPC errors, events/s"
+)
 def status(state: StateDep) -> dict[str, Any]:
     return {"chains": _chains(state), "time": time.time()}
 

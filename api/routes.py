@@ -15,7 +15,7 @@ from api import queries as q
 from api.errors import ERRORS_422_404, bad_field, not_found
 from api.lean_route import digits, lean_route, text
 from api.lifecycle import TaskRows
-from api.links import Links
+from api.links import Links, explorer_kind_used
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadToken, decode_token, encode_token
 from api.schemas import (
     ChainOut,
@@ -93,7 +93,7 @@ def chains(state: StateDep, conn: ConnDep) -> ChainsOut:
                 unknown_logs=int(st.get("unknown_logs", 0)),
                 reorgs=int(st.get("reorgs", 0)),
                 explorer_url=c.explorer_url,
-                explorer_kind=str(c.explorer_kind),
+                explorer_kind=explorer_kind_used(c),
                 dashboard_url=c.dashboard_url,
             )
         )

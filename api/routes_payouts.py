@@ -17,11 +17,12 @@ from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import audit
 from api import queries as q
+from api.audit_csv import CSV_HEADER, csv_text
 from api.errors import ERRORS_422_404, bad_field
 from api.links import Links
 from api.pagination import DEFAULT_LIMIT, BadToken, decode_token, encode_token
@@ -544,9 +545,24 @@ def report_out(
     )
 
 
+AUDIT_CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": ",".join(CSV_HEADER) + "\n",
+            }
+        },
+        "description": "The report as JSON, or with format=csv its findings (one line per "
+        "finding and row)",
+    }
+}
+
+
 @router.get(
     "/chains/{chain}/audit/payouts",
     response_model=AuditReportOut,
+    responses=AUDIT_CSV_RESPONSE,
     summary="The auditor's report: payout rules over the index and the chain",
 )
 async def audit_payouts(
@@ -564,7 +580,11 @@ async def audit_payouts(
         ),
     ] = None,
     amounts: Annotated[bool, Query(description="Run amount_mismatch (reads the chain)")] = True,
-) -> AuditReportOut:
+    format: Annotated[
+        Literal["json", "csv"],
+        Query(description="csv: the findings, one line per finding and row (as the CLI's --csv)"),
+    ] = "json",
+) -> AuditReportOut | Response:
     """Findings (each naming its rule, rows and explorer links), a summary per rule and the
     rules that ran. When the RPC is unreachable, amount_mismatch is reported as ``skipped``
     with the reason and the other rules still run."""
@@ -580,7 +600,7 @@ async def audit_payouts(
     report, cursor = await build_report(
         conn, cid, state.rpcs.get(chain.name), unpaid_after_blocks=unpaid, amounts=amounts
     )
-    return report_out(
+    out = report_out(
         report,
         chain.name,
         cid,
@@ -589,3 +609,10 @@ async def audit_payouts(
         q.chain_state(conn, cid),
         state.links(chain, request),
     )
+    if format == "csv":
+        return Response(
+            csv_text(out),
+            media_type="text/csv",
+            headers={"content-disposition": f'attachment; filename="{chain.name}-audit.csv"'},
+        )
+    return out

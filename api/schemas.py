@@ -30,7 +30,10 @@ class ChainOut(BaseModel):
     unknown_logs: int
     reorgs: int
     explorer_url: str | None
-    explorer_kind: str
+    explorer_kind: Literal["etherscan", "blockscout", "corlens"] = Field(
+        description="The kind of the links corlens builds for this chain: corlens (its own tx "
+        "and node views) whenever no explorer_url is set"
+    )
     dashboard_url: str | None
 
 

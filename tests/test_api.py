@@ -342,3 +342,28 @@ def test_a_gateway_record_is_typed_alike_on_every_backend(store_url: str) -> Non
     assert body["gateway"]["stream"] is True and body["task"] is None
     assert "$ref" in str(doc["RequestOut"]["properties"]["gateway"])
     assert doc["GatewayRecordOut"]["properties"]["created_at"]["type"] == "number"
+
+
+def test_explorer_kind_is_the_one_links_use_and_ops_routes_are_documented(
+    tmp_path: Path,
+) -> None:
+    """testnet1a without explorer_url links to corlens's own views, and says so; /ready's
+    503 and the ops routes' bodies are in the OpenAPI document."""
+    from indexer.config import ChainConfig, Settings
+
+    chain = ChainConfig(name="t1", preset="testnet1a", rpc_urls=["http://127.0.0.1:9"])
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/k.db", chains=[chain])
+    upgrade(settings.database_url)
+    with TestClient(build_app(settings, run_indexer=False)) as c:
+        (got,) = c.get("/api/v1/chains").json()["chains"]
+        assert got["explorer_kind"] == "corlens" and got["explorer_url"] is None
+        ready = c.get("/ready")
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+        status = c.get("/status").json()
+        assert status["chains"][0]["chain"] == "t1"
+        paths = c.get("/openapi.json").json()["paths"]
+    assert {"200", "503"} <= set(paths["/ready"]["get"]["responses"])
+    schema = paths["/ready"]["get"]["responses"]["503"]["content"]["application/json"]["schema"]
+    assert schema["$ref"].endswith("/NotReadyOut")
+    for path in ("/health", "/status"):
+        assert "$ref" in str(paths[path]["get"]["responses"]["200"]["content"]), path

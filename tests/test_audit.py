@@ -230,6 +230,9 @@ def test_each_rule_fires_on_its_scenario_and_not_on_a_clean_run(
             lines = list(csv.DictReader(fh))
         assert {x["id"] for x in lines} == set(want)
         assert len(lines) == sum(len(f["rows"]) for f in got["findings"])
+        served = c.get("/api/v1/chains/local/audit/payouts", params={"format": "csv"})
+        assert served.status_code == 200 and served.headers["content-type"].startswith("text/csv")
+        assert csv_rows(served.text.replace("testserver", "127.0.0.1:8000")) == lines
         as_json = cli("--chain", "local", "--config", config, "--json")
         assert as_json.exit_code == 1
 
@@ -408,6 +411,8 @@ def test_bad_input_is_422_naming_the_field_and_unknown_chain_404(tmp_path: Path)
             assert r.status_code == 422 and r.json()["error"]["details"]["field"] == field, query
         r = c.get("/api/v1/chains/local/audit/payouts?unpaid_after_blocks=-1")
         assert r.json()["error"]["details"]["field"] == "unpaid_after_blocks"
+        r = c.get("/api/v1/chains/local/audit/payouts?format=xml")
+        assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "format"
         for path in ("/api/v1/chains/nope/payouts", "/api/v1/chains/nope/audit/payouts"):
             r = c.get(path)
             assert r.status_code == 404 and r.json()["error"]["details"]["chain"] == "nope"
@@ -416,6 +421,7 @@ def test_bad_input_is_422_naming_the_field_and_unknown_chain_404(tmp_path: Path)
         listing, audit_doc = doc[base.replace("local", "{chain}")]["get"], \
             doc["/api/v1/chains/{chain}/audit/payouts"]["get"]
         assert "text/csv" in listing["responses"]["200"]["content"]
+        assert "text/csv" in audit_doc["responses"]["200"]["content"]
         for op in (listing, audit_doc):
             assert {"200", "404", "422"} <= set(op["responses"])
     config = write_config(tmp_path / "c.yaml", "http://127.0.0.1:9",
