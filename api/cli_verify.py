@@ -43,13 +43,15 @@ def verify_task_command(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check every step of a task against the chain: receipt, log, canonical block, finality."""
+    """Check every step, miner action and payment of a task against the chain (receipt, log,
+    canonical block, time, actor, amount, finality), and look for its events that have no row."""
     from api.cli import config_fail, fail, settings_or_exit
     from api.links import Links
-    from api.routes_verify import NotIndexed, verify_task
+    from api.routes_verify import verify_task
+    from api.verify_load import NotIndexed
     from indexer.errors import ConfigError, RpcError, RpcUnavailable
     from indexer.rpc import RpcClient
-    from indexer.runner import open_store
+    from indexer.runner import config_dir, open_store
 
     s = settings_or_exit(config)
     try:
@@ -65,7 +67,9 @@ def verify_task_command(
     async def run() -> TaskVerification:
         async with RpcClient(c.rpc_urls, timeout=c.rpc_timeout, max_retries=CLI_RPC_RETRIES) as rpc:
             with store.engine.connect() as conn:
-                return await verify_task(conn, rpc, c, links, session, task)
+                return await verify_task(
+                    conn, rpc, c, links, session, task, config_dir=config_dir(s)
+                )
 
     try:
         result = asyncio.run(run())
@@ -75,6 +79,8 @@ def verify_task_command(
             f"{e.what} not in the index: chain {chain}, session {session}, task "
             f"{task}. Check the ids, or index the chain first (corlens index)",
         ) from None
+    except ConfigError as e:  # a contract's ABI file, read when the check needs it
+        raise config_fail(e) from None
     except (RpcUnavailable, RpcError) as e:
         raise fail(
             1,

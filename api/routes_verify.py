@@ -1,5 +1,6 @@
-"""The verification route and its edges: load a task's stored steps from SQL, verify them against
-the chain (:mod:`api.verify`), and report them in the response schema with explorer links.
+"""The verification route and its edges: load a task's stored rows (:mod:`api.verify_load`),
+verify them against the chain (:mod:`api.verify`, :mod:`api.verify_chain`), and report them in
+the response schema with explorer links.
 
 ``GET /api/v1/chains/{chain}/sessions/{session_id}/tasks/{task_id}/verify``; the CLI's
 ``corlens verify task`` runs the same :func:`verify_task`.
@@ -7,51 +8,47 @@ the chain (:mod:`api.verify`), and report them in the response schema with explo
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from api import queries as q
 from api.errors import ERRORS_422_404, ApiError, ErrorResponse, not_found
-from api.lifecycle import STEP_ORDER, fetch
 from api.links import Links
 from api.routes import SessionId, TaskId
 from api.schemas import Finality
 from api.state import ChainDep, ConnDep, StateDep
 from api.verify import (
     Difference,
-    StoredLog,
-    StoredStep,
     Verdict,
     Verification,
     VerifyCache,
     least_final,
     overall,
-    pick_log,
     verify_steps,
 )
+from api.verify_chain import TASK_CONTRACTS, Span, decoders, gap_check, missing, task_events
+from api.verify_load import NotIndexed, load_task, order
 from indexer.config import ChainConfig
 from indexer.errors import RpcError, RpcUnavailable
-from indexer.project import MINER_ACTION
 from indexer.rpc import RpcClient
+from indexer.runner import config_dir
 
-MINER_EVENT = {action: event for event, action in MINER_ACTION.items()}
 # The RPC client has already retried with backoff; a few seconds lets a node restart or a
 # provider's rate limit clear before the client asks again.
 RETRY_AFTER_S = 5
-IN_CHUNK = 500  # tx hashes per IN list: well under every backend's parameter limit
 
 
 class StepVerification(BaseModel):
     step: str = Field(
-        description="Lifecycle step (submitted ... paid), or a miner's action: "
-        "ack, precommit, commit"
+        description="Lifecycle step (submitted ... paid), a miner's action (ack, precommit, "
+        "commit; assigned for a miner the store lacks), or a payment's kind (allocation, ...)"
     )
-    kind: Literal["step", "miner_action"]
+    kind: Literal["step", "miner_action", "payment"]
     event: str = Field(description="The event the step is recorded from")
     actor: str | None
     tx_hash: str
@@ -120,93 +117,10 @@ class TaskVerification(BaseModel):
     finalized_block: int = Field(description="The chain's `finalized` block, read live")
     checked_at: int = Field(description="Unix seconds")
     task_url: str
-    steps: list[StepVerification] = Field(description="Steps and miner actions in chain order")
-
-
-class NotIndexed(Exception):
-    """The task (or its whole session: ``what``) is not in the index."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"{what} not found")
-        self.what = what
-
-
-def _stored_log(r: sa.RowMapping) -> StoredLog:
-    args = r["args"] if isinstance(r["args"], dict) else {}
-    miner = args.get("miner")
-    return StoredLog(
-        log_index=int(r["log_index"]),
-        block_number=int(r["block_number"]),
-        address=str(r["address"]),
-        topics=tuple(str(t) for t in r["topics"] or ()),
-        data=str(r["data"]),
-        block_hash=str(r["block_hash"]),
-        event=str(r["event"]),
-        session_id=r["session_id"],
-        task_id=r["task_id"],
-        miner=str(miner).lower() if miner else None,
+    steps: list[StepVerification] = Field(
+        description="Steps, miner actions and payments in chain order, with the rows the store "
+        "lacks (field `row`)"
     )
-
-
-def load_steps(
-    conn: sa.Connection, chain_id: int, session_id: int, task_id: int
-) -> list[StoredStep]:
-    """The task's steps and its miners' actions in chain order, each with the stored log it
-    refers to; raises :class:`NotIndexed` naming the task or its session."""
-    # The child tables themselves (the projection of record), not the task row's JSON copy.
-    got = fetch(conn, (chain_id, session_id, task_id), materialized=False)
-    if got is None:
-        gone = q.get_session(conn, chain_id, session_id) is None
-        raise NotIndexed("session" if gone else "task")
-    steps, miners = got.steps, got.miners
-    out = [
-        StoredStep(
-            "step",
-            s["step"],
-            s["event"],
-            s["actor"],
-            session_id,
-            task_id,
-            s["tx_hash"],
-            s["block_number"],
-            s["log_index"],
-            s["block_time"],
-            None,
-        )
-        for s in steps
-    ] + [
-        StoredStep(
-            "miner_action",
-            act,
-            MINER_EVENT[act],
-            m["miner"],
-            session_id,
-            task_id,
-            m[f"{act}_tx"],
-            m[f"{act}_block"],
-            m[f"{act}_log_index"],
-            None,
-            None,
-        )
-        for m in miners
-        for act in ("ack", "precommit", "commit")
-        if m[f"{act}_tx"]
-    ]
-    by_tx: dict[str, list[StoredLog]] = {}
-    txs = sorted({s.tx_hash for s in out})
-    for lo in range(0, len(txs), IN_CHUNK):
-        rows = conn.execute(
-            sa.select(q.EVENT).where(
-                q.EVENT.c.chain_id == chain_id, q.EVENT.c.tx_hash.in_(txs[lo : lo + IN_CHUNK])
-            )
-        )
-        for r in rows.mappings():
-            by_tx.setdefault(r["tx_hash"], []).append(_stored_log(r))
-    out = [dataclasses.replace(s, log=pick_log(s, by_tx.get(s.tx_hash, []))) for s in out]
-    out.sort(
-        key=lambda s: (s.block_number, s.log_index, s.kind != "step", STEP_ORDER.get(s.step, 0))
-    )
-    return out
 
 
 def report(
@@ -216,7 +130,11 @@ def report(
     steps = [
         StepVerification(
             step=s.step,
-            kind="miner_action" if s.kind == "miner_action" else "step",
+            kind="payment"
+            if s.kind == "payment"
+            else "miner_action"
+            if s.kind == "miner_action"
+            else "step",  # fmt: skip
             event=s.event,
             actor=s.actor,
             tx_hash=s.tx_hash,
@@ -256,11 +174,35 @@ async def verify_task(
     session_id: int,
     task_id: int,
     cache: VerifyCache | None = None,
+    config_dir: Path | None = None,
 ) -> TaskVerification:
     """Load, verify against the chain, report. Raises :class:`NotIndexed`, and
-    :class:`~indexer.errors.RpcUnavailable` / :class:`~indexer.errors.RpcError` from the RPC."""
-    steps = load_steps(conn, int(chain.chain_id or 0), session_id, task_id)
-    return report(chain, links, session_id, task_id, await verify_steps(rpc, chain, steps, cache))
+    :class:`~indexer.errors.RpcUnavailable` / :class:`~indexer.errors.RpcError` from the RPC.
+
+    Checked: every stored step, miner action and payment row of the task against its receipt,
+    log, canonical block and block time, its actor and (payments) node and amount; and that
+    the chain holds no event of the task over its stored block span ``[first_block,
+    updated_block]`` (one ``eth_getLogs`` batch) whose row the store lacks (a ``mismatch``
+    naming field ``row``). Not checked: events outside that span (the task row's own blocks are
+    trusted), the task row's other columns and JSON copies, network tasks and sessions.
+    """
+    cid = int(chain.chain_id or 0)
+    st = load_task(conn, cid, session_id, task_id, chain.resolve_actors)
+    dec = decoders(chain, config_dir)
+    configured = {n: c.address for n, c in chain.contracts.items() if c.address}
+    span = Span(
+        st.first_block,
+        st.last_block,
+        {n: a for n, a in {**st.addresses, **configured}.items() if n in TASK_CONTRACTS},
+    )
+    v, events = await asyncio.gather(
+        verify_steps(rpc, chain, st.steps, cache, dec),
+        task_events(rpc, chain, dec, span, (session_id, task_id)),
+    )
+    gaps = missing(cid, (session_id, task_id), events, st.steps, st.miners)
+    results = v.results + [(g, gap_check(g, v.tags), False) for g in gaps]
+    results.sort(key=lambda r: order(r[0]))
+    return report(chain, links, session_id, task_id, Verification(v.tags, results))
 
 
 router = APIRouter(prefix="/api/v1")
@@ -288,10 +230,13 @@ _RPC_DOWN = {
     response_model=TaskVerification,
     summary="Verify a task's lifecycle against the chain, not the database",
     description=(
-        "For each step and miner action: fetch the receipt and the block by number, check the "
-        "log is at its log index with the same address, topics and data, and that its block "
-        "hash is canonical; report the finality. `verified` (final), `pending` (matches, not "
-        "final), `mismatch` (what differs) or `reorged`. Finalized results are cached."
+        "For each step, miner action and payment of the task: fetch the receipt and the block "
+        "by number, check the log is at its log index with the same address, topics and data, "
+        "that its block hash is canonical, the block time, the actor (the tx's sender, or the "
+        "log's miner/node) and a payment's node and amount; and look for events of the task "
+        "over its block span that have no stored row (field `row`). A stored tx hash that is "
+        "no hash is a `mismatch` on field `tx_hash`. `verified` (final), `pending` (matches, "
+        "not final), `mismatch` (what differs) or `reorged`. Finalized results are cached."
     ),
     responses={
         **ERRORS_422_404,
@@ -319,7 +264,14 @@ async def verify(
         if rpc is None:
             raise RpcUnavailable(chain.rpc_urls, "no RPC client (the app has not started)")
         return await verify_task(
-            conn, rpc, chain, state.links(chain, request), session_id, task_id, cache
+            conn,
+            rpc,
+            chain,
+            state.links(chain, request),
+            session_id,
+            task_id,
+            cache,
+            config_dir(state.settings),
         )
     except NotIndexed as e:
         raise not_found(e.what, **ids) from None

@@ -1,18 +1,21 @@
 """Independent verification of a task's lifecycle against the chain: the pure core and the fetch.
 
 :func:`check_step` compares one stored step (plain values from SQL) with the chain's receipt and
-canonical headers (plain JSON-RPC dicts) and says ``verified``, ``pending``, ``mismatch`` (with
-the differing fields) or ``reorged``; it does no I/O and is tested table-driven.
+canonical headers (plain JSON-RPC dicts), and with a decoder the arguments of its log, and says
+``verified``, ``pending``, ``mismatch`` (with the differing fields) or ``reorged``; it does no
+I/O and is tested table-driven.
 :func:`verify_steps` fetches what it needs in one batched round trip (two when a receipt names a
 block not fetched yet, three when the node refuses the ``safe``/``finalized`` tags). Finalized
 ``verified`` results are kept in a :class:`VerifyCache` keyed by every stored value.
-Loading from SQL and the response schema live at the edge, in :mod:`api.routes_verify`.
+Loading from SQL (:mod:`api.verify_load`), the search for rows the store lacks
+(:mod:`api.verify_chain`) and the response schema live at the edge, in :mod:`api.routes_verify`.
 """
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -29,12 +32,17 @@ FINALITY_RANK: dict[Finality, int] = {"latest": 0, "safe": 1, "finalized": 2}
 CACHE_SIZE = 10_000
 
 Json = dict[str, Any]
+# (event name, a raw receipt log) -> the log's decoded arguments, None when it is not that event.
+Decode = Callable[[str, Mapping[str, Any]], Mapping[str, Any] | None]
+HASH_RE = re.compile(r"0x[0-9a-fA-F]{64}")
 
 
 @dataclass(frozen=True)
 class Difference:
     """One stored value that differs from the chain: ``field`` is block_number, block_hash,
-    log_index, address, topics, data, log (no stored log), event or task."""
+    log_index, address, topics, data, log (no stored log), event, task, block_time, actor,
+    tx_hash (not a hash), a payment's node, amount, session_id or task_id, or row (the chain
+    has an event of the task the store has no row for)."""
 
     field: str
     stored: Any
@@ -76,6 +84,10 @@ class StoredStep:
     log_index: int
     block_time: int | None
     log: StoredLog | None
+    # Stored values the chain log's decoded arguments must equal: (field, arg name, value).
+    claims: tuple[tuple[str, str, str], ...] = ()
+    # The actor is the transaction's sender (steps whose log does not name who acted).
+    sender: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,15 +155,40 @@ def pick_log(step: StoredStep, rows: Iterable[StoredLog]) -> StoredLog | None:
     return same[0] if len(same) == 1 else at
 
 
+def valid_hash(v: str) -> bool:
+    """Whether ``v`` is a 32-byte ``0x`` hex hash (anything else is never sent to the RPC).
+
+    >>> valid_hash("0x" + "ab" * 32), valid_hash("zz")
+    (True, False)
+    """
+    return HASH_RE.fullmatch(v) is not None
+
+
 def check_step(
-    s: StoredStep, receipt: Json | None, headers: Mapping[int, Json | None], tags: Tags
+    s: StoredStep,
+    receipt: Json | None,
+    headers: Mapping[int, Json | None],
+    tags: Tags,
+    decode: Decode | None = None,
 ) -> StepCheck:
-    """Compare one stored step with the chain: the receipt of its tx, canonical headers by number.
+    """Compare one stored step with the chain: the receipt of its tx, canonical headers by number,
+    and (with ``decode``) the arguments of the chain's log at the step's log index.
 
     ``reorged``: the tx has no receipt, or a block hash it names is no longer canonical.
-    ``mismatch``: the chain holds the tx but a stored value differs (see ``differences``).
+    ``mismatch``: the chain holds the tx but a stored value differs (see ``differences``): the
+    block, the log (index, address, topics, data, event, task), the block time, the actor (the
+    tx's sender, or the log's miner/node argument) and ``claims`` (a payment's amount, node...);
+    or a stored tx hash that is no hash at all (field ``tx_hash``, nothing is asked of the RPC).
     Otherwise ``verified`` when the receipt's block is finalized, else ``pending``.
     """
+    if not valid_hash(s.tx_hash):
+        return StepCheck(
+            "mismatch",
+            None,
+            None,
+            "the stored tx_hash is not a transaction hash",
+            (Difference(field="tx_hash", stored=s.tx_hash, chain=None),),
+        )
     if receipt is None:
         return StepCheck("reorged", None, None, "the transaction is not on the canonical chain")
     num, bh = _int(receipt.get("blockNumber")), _low(receipt.get("blockHash"))
@@ -178,6 +215,7 @@ def check_step(
         if n != num
     ][:1]
     diffs += _log_diffs(s, receipt)
+    diffs += _value_diffs(s, receipt, when, decode)
     if diffs:
         named = ", ".join(d.field for d in diffs)
         return StepCheck(
@@ -188,14 +226,43 @@ def check_step(
     return StepCheck("pending", fin, when, f"matches the chain; block is {fin}, not finalized")
 
 
-def _log_diffs(s: StoredStep, receipt: Json) -> list[Difference]:
-    """What differs between the step's stored log and the receipt's logs."""
+def _chain_logs(receipt: Json) -> dict[int, Json]:
+    """The receipt's logs by log index."""
     raw = receipt.get("logs")
-    chain_logs = {
+    return {
         i: lg
         for lg in (raw if isinstance(raw, list) else [])
         if isinstance(lg, dict) and (i := _int(lg.get("logIndex"))) is not None
     }
+
+
+def _value_diffs(
+    s: StoredStep, receipt: Json, when: int | None, decode: Decode | None
+) -> list[Difference]:
+    """The step's block time, actor and claimed arguments against the chain: the time is the
+    log's ``blockTimestamp`` when the node gives it, else the canonical header's."""
+    at = _chain_logs(receipt).get(s.log_index)
+    diffs: list[Difference] = []
+    if s.kind != "miner_action":  # miner actions store no time of their own
+        t = _int(at.get("blockTimestamp")) if at else None
+        chain_time = when if t is None else t
+        if s.block_time != chain_time:
+            diffs.append(Difference(field="block_time", stored=s.block_time, chain=chain_time))
+    sender = _low(receipt.get("from"))
+    if s.sender and _low(s.actor) != sender:
+        diffs.append(Difference(field="actor", stored=s.actor, chain=sender))
+    args = decode(s.event, at) if decode is not None and at is not None and s.claims else None
+    if args is not None:  # not that event at all: the log's own differences say so
+        for name, arg, stored in s.claims:
+            chain = args.get(arg)
+            if str(stored).lower() != str(chain).lower():
+                diffs.append(Difference(field=name, stored=stored, chain=chain))
+    return diffs
+
+
+def _log_diffs(s: StoredStep, receipt: Json) -> list[Difference]:
+    """What differs between the step's stored log and the receipt's logs."""
+    chain_logs = _chain_logs(receipt)
     at = chain_logs.get(s.log_index)
     log = s.log
     if log is None:
@@ -322,15 +389,21 @@ async def verify_steps(
     chain: ChainConfig,
     steps: Sequence[StoredStep],
     cache: VerifyCache | None = None,
+    decode: Decode | None = None,
 ) -> Verification:
     """Check ``steps`` against the chain. Raises :class:`~indexer.errors.RpcUnavailable` or
-    :class:`~indexer.errors.RpcError` when the RPC fails. Cached steps skip their receipts and
+    :class:`~indexer.errors.RpcError` when the RPC fails (a stored value that is no hash or
+    block number is the step's mismatch, never sent). Cached steps skip their receipts and
     headers; the tags are always read live."""
     cid = int(chain.chain_id or 0)
     cached = {s: c for s in steps if cache is not None and (c := cache.get((cid, s)))}
     todo = [s for s in steps if s not in cached]
-    txs = sorted({s.tx_hash for s in todo})
-    nums = sorted({s.block_number for s in todo} | {s.log.block_number for s in todo if s.log})
+    txs = sorted({s.tx_hash for s in todo if valid_hash(s.tx_hash)})
+    nums = sorted(
+        n
+        for n in {s.block_number for s in todo} | {s.log.block_number for s in todo if s.log}
+        if n >= 0
+    )
     tags, res = await _tags_and(
         rpc,
         chain,
@@ -352,7 +425,7 @@ async def verify_steps(
     for s in steps:
         check = cached.get(s)
         if check is None:
-            check = check_step(s, receipts.get(s.tx_hash), headers, tags)
+            check = check_step(s, receipts.get(s.tx_hash), headers, tags, decode)
             if cache is not None:
                 cache.put((cid, s), check)
         results.append((s, check, s in cached))

@@ -72,7 +72,7 @@ async def index_once(
                 RpcClient(chain.rpc_urls, timeout=chain.rpc_timeout)
             )
             writer = _writer(stack, settings, store)
-            ix = ChainIndexer(chain, store, rpc, config_dir=_config_dir(settings), writer=writer)
+            ix = ChainIndexer(chain, store, rpc, config_dir=config_dir(settings), writer=writer)
             await ix.setup()
             return await ix.backfill(on_progress)
     finally:
@@ -110,7 +110,7 @@ async def follow(
                     RpcClient(chain.rpc_urls, timeout=chain.rpc_timeout)
                 )
             writer = _writer(stack, settings, store)
-            ix = ChainIndexer(chain, store, rpc, config_dir=_config_dir(settings), writer=writer)
+            ix = ChainIndexer(chain, store, rpc, config_dir=config_dir(settings), writer=writer)
             if not await _start(ix, on_progress, say, stop, retry_start):
                 return
 
@@ -194,7 +194,8 @@ def _writer(
     return stack.enter_context(ProcessWriter(settings.database_url, early=store))
 
 
-def _config_dir(settings: Settings) -> Path | None:
+def config_dir(settings: Settings) -> Path | None:
+    """Where relative paths in the config (a contract's ``abi``) are read from."""
     return Path(settings.config_path).parent if settings.config_path else None
 
 

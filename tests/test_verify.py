@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from api.app import create_app
 from api.cli_verify import register
-from api.routes_verify import load_steps, router
+from api.routes_verify import router
 from api.verify import (
     Difference,
     StepCheck,
@@ -35,6 +35,7 @@ from api.verify import (
     pick_log,
     verify_steps,
 )
+from api.verify_load import load_steps
 from devnet.anvil import Anvil, AnvilNotFound, anvil_path, free_port
 from devnet.deploy import deploy_all
 from devnet.ledger import Ledger
@@ -48,9 +49,9 @@ from tests.indexing import devnet_settings, index, write_config
 # ---- the pure core: fake receipts as dicts, no I/O -------------------------------------------
 
 A, T0, T1, D = "0x" + "aa" * 20, "0x" + "01" * 32, "0x" + "02" * 32, "0x" + "00" * 31 + "07"
-H9, H8 = "0x" + "99" * 32, "0x" + "88" * 32
+H9, H8, TX = "0x" + "99" * 32, "0x" + "88" * 32, "0x" + "ab" * 32
 LOG = StoredLog(1, 9, A, (T0, T1), D, H9, "TaskEnded", 1, 2, None)
-STEP = StoredStep("step", "ended", "TaskEnded", None, 1, 2, "0xt", 9, 1, 100, LOG)
+STEP = StoredStep("step", "ended", "TaskEnded", None, 1, 2, TX, 9, 1, 100, LOG)
 FINAL, SAFE, LATEST = Tags(20, 15, 10), Tags(20, 9, 5), Tags(20, 8, 5)
 
 
@@ -131,7 +132,7 @@ def test_pick_log_prefers_the_steps_own_event() -> None:
     assert pick_log(dataclasses.replace(STEP, log_index=0), [queued, LOG]) is LOG
     assert pick_log(dataclasses.replace(STEP, event="TaskAcked"), [queued, LOG]) is LOG
     assert pick_log(STEP, []) is None
-    ack = StoredStep("miner_action", "ack", "TaskAcked", "0xm", 1, 2, "0xt", 9, 0, None, None)
+    ack = StoredStep("miner_action", "ack", "TaskAcked", "0xm", 1, 2, TX, 9, 0, None, None)
     mine = dataclasses.replace(LOG, log_index=0, event="TaskAcked", miner="0xm")
     other = dataclasses.replace(mine, log_index=1, miner="0xn")
     assert pick_log(ack, [other, mine]) is mine
@@ -197,21 +198,21 @@ def run_fake(node: FakeNode, steps: list[StoredStep], **chain: Any) -> set[str]:
 
 
 def test_round_trips_and_tag_fallbacks() -> None:
-    node = FakeNode({"0xt": receipt()}, HEADERS)
+    node = FakeNode({TX: receipt()}, HEADERS)
     assert run_fake(node, [STEP]) == {"verified"} and len(node.batches) == 1
     assert node.batches[0] == ["eth_blockNumber", "eth_getBlockByNumber", "eth_getBlockByNumber",
                                "eth_getTransactionReceipt", "eth_getBlockByNumber"]
     # The receipt names a block not fetched yet: one more round trip, for that header only.
     moved = dataclasses.replace(STEP, block_number=7, log=dataclasses.replace(
         LOG, block_number=7, block_hash="0x77"))
-    node = FakeNode({"0xt": receipt()}, {**HEADERS, 7: {"hash": "0x77"}})
+    node = FakeNode({TX: receipt()}, {**HEADERS, 7: {"hash": "0x77"}})
     assert run_fake(node, [moved]) == {"mismatch"}
     assert node.batches[1] == ["eth_getBlockByNumber"] and len(node.batches) == 2
     # A node that refuses the tags: asked again without them; the depth stands in (64 > head).
-    node = FakeNode({"0xt": receipt()}, HEADERS, tags=False)
+    node = FakeNode({TX: receipt()}, HEADERS, tags=False)
     assert run_fake(node, [STEP]) == {"pending"} and len(node.batches) == 2
     # Depth finality: no tags asked; finalized = head - confirmations = 20 - 4.
-    node = FakeNode({"0xt": receipt()}, HEADERS)
+    node = FakeNode({TX: receipt()}, HEADERS)
     assert run_fake(node, [STEP], finality="depth", confirmations=4) == {"verified"}
     assert node.batches == [["eth_blockNumber", "eth_getTransactionReceipt",
                              "eth_getBlockByNumber"]]
@@ -296,10 +297,13 @@ def test_true_history_verified_tampered_rows_mismatch_and_rpc_down(
             assert {s["verdict"] for s in body["steps"]} == {"verified"}
             assert {s["step"] for s in body["steps"] if s["kind"] == "step"} == \
                 set(task.steps) | {"acked"}
+            assert {s["step"] for s in body["steps"] if s["kind"] == "payment"} == \
+                {"network", "allocation"}
             for s in body["steps"]:
                 want = (task.steps.get(s["step"]) if s["kind"] == "step" else
+                        None if s["kind"] == "payment" else
                         getattr(task.miners[s["actor"]], s["step"]))
-                if s["step"] != "acked":
+                if s["step"] != "acked" and s["kind"] != "payment":
                     assert s["tx_hash"] == want, s
                 assert s["explorer_url"] == \
                     f"http://testserver/api/v1/chains/local/tx/{s['tx_hash']}"
@@ -444,3 +448,121 @@ def test_unknown_chain_and_bad_ids(store_url: str) -> None:
                                                      .replace("local", "{chain}")]["get"]
         assert {"200", "404", "422", "503"} <= set(op["responses"])
         assert "Retry-After" in op["responses"]["503"]["headers"]
+
+
+# ---- tampered rows verify used to pass: actor, block_time, payments, deleted rows, bad hash ---
+
+def tampered(store_url: str, *statements: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """The task's verification before (true history) and after ``statements`` ran on its rows."""
+    with devnet(store_url, slots_in_an_epoch=1) as (_, settings, ledger), client(settings) as c:
+        url = URL.format(*next(iter(ledger.tasks)))
+        before = c.get(url).json()
+        assert before["verdict"] == "verified", before
+        for statement in statements:
+            sql(settings, statement)
+        r = c.get(url)
+        assert r.status_code == 200, r.text
+        yield before, r.json()
+
+
+def diffs(body: dict[str, Any], verdict: str = "mismatch") -> list[tuple[str, str, str]]:
+    """(step, actor, field) of every difference; the task's verdict is ``verdict``."""
+    assert body["verdict"] == verdict, body
+    return [(s["step"], s["actor"], d["field"]) for s in body["steps"] for d in s["differences"]]
+
+
+TASK0 = "session_id = 0 AND task_id = 0"
+
+
+def test_tampered_actor_is_a_mismatch(store_url: str) -> None:
+    nobody = "0x" + "00" * 19 + "01"
+    for before, got in tampered(
+        store_url,
+        f"UPDATE task_step SET actor = '{nobody}' WHERE {TASK0} AND step IN ('ended', 'acked')",
+    ):
+        ended, acked = step_of(before, "ended"), step_of(before, "acked")
+        assert sorted(diffs(got)) == [("acked", nobody, "actor"), ("ended", nobody, "actor")]
+        (d,) = step_of(got, "ended")["differences"]
+        assert d == {"field": "actor", "stored": nobody, "chain": ended["actor"]}
+        assert step_of(got, "acked")["differences"][0]["chain"] == acked["actor"]
+
+
+def test_tampered_miner_of_an_action_is_a_mismatch(store_url: str) -> None:
+    nobody = "0x" + "00" * 19 + "02"
+    for before, got in tampered(
+        store_url, f"UPDATE task_miner SET miner = '{nobody}' WHERE {TASK0} AND miner = "
+        f"(SELECT MIN(miner) FROM task_miner WHERE {TASK0})",
+    ):
+        miner = min(s["actor"] for s in before["steps"] if s["kind"] == "miner_action")
+        got_diffs = diffs(got)
+        for act in ("ack", "precommit", "commit"):
+            assert (act, nobody, "actor") in got_diffs
+        # ... and the miner the chain assigned has no row: reported, not passed over.
+        assert ("assigned", miner, "row") in got_diffs
+
+
+def test_tampered_block_time_is_a_mismatch(store_url: str) -> None:
+    for before, got in tampered(
+        store_url, f"UPDATE task_step SET block_time = 1 WHERE {TASK0} AND step = 'committed'"
+    ):
+        assert diffs(got) == [("committed", step_of(before, "committed")["actor"], "block_time")]
+        (d,) = step_of(got, "committed")["differences"]
+        assert d == {"field": "block_time", "stored": 1,
+                     "chain": step_of(before, "committed")["block_time"]}
+
+
+def test_tampered_payment_is_a_mismatch(store_url: str) -> None:
+    for before, got in tampered(
+        store_url,
+        "UPDATE payment SET amount = amount || '000' "
+        f"WHERE {TASK0} AND kind = 'allocation' AND node = (SELECT MIN(node) FROM payment "
+        f"WHERE {TASK0} AND kind = 'allocation')",
+    ):
+        pays = [s for s in before["steps"] if s["kind"] == "payment" and s["step"] == "allocation"]
+        assert len(pays) == 2 and {s["verdict"] for s in pays} == {"verified"}
+        node = min(str(s["actor"]) for s in pays)
+        assert diffs(got) == [("allocation", node, "amount")]
+        (bad,) = [s for s in got["steps"] if s["differences"]]
+        (d,) = bad["differences"]
+        assert int(d["stored"]) == 1000 * int(d["chain"]) > 0  # the amount x1000
+
+
+def test_deleted_rows_are_reported(store_url: str) -> None:
+    for before, got in tampered(
+        store_url,
+        f"DELETE FROM task_step WHERE {TASK0} AND step = 'committed'",
+        f"DELETE FROM task_miner WHERE {TASK0} AND miner = "
+        f"(SELECT MAX(miner) FROM task_miner WHERE {TASK0})",
+        f"DELETE FROM payment WHERE {TASK0} AND kind = 'network'",
+    ):
+        committed = step_of(before, "committed")
+        miner = max(s["actor"] for s in before["steps"] if s["kind"] == "miner_action")
+        assert sorted(diffs(got)) == sorted([
+            ("committed", None, "row"), ("assigned", miner, "row"),  # sender not read
+            ("ack", miner, "row"), ("precommit", miner, "row"), ("commit", miner, "row"),
+            ("network", None, "row")])
+        gap = step_of(got, "committed")
+        assert gap["verdict"] == "mismatch" and "no row" in gap["reason"]
+        assert gap["differences"][0]["chain"] == \
+            f"{committed['tx_hash']}#{committed['log_index']}"
+        assert (gap["tx_hash"], gap["block_number"]) == \
+            (committed["tx_hash"], committed["block_number"])
+
+
+def test_malformed_stored_hash_is_a_verdict_not_an_rpc_failure(
+    store_url: str, tmp_path: Path
+) -> None:
+    with devnet(store_url, slots_in_an_epoch=1) as (node, settings, ledger):
+        sql(settings, f"UPDATE task_step SET tx_hash = 'zz' WHERE {TASK0} AND step = 'ended'")
+        with client(settings) as c:
+            r = c.get(URL.format(*next(iter(ledger.tasks))))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert diffs(body) == [("ended", step_of(body, "ended")["actor"], "tx_hash")]
+        assert "not a transaction hash" in step_of(body, "ended")["reason"]
+        addresses = {n: str(c.address) for n, c in settings.chains[0].contracts.items()}
+        cfg = write_config(tmp_path / "c.yaml", node.url, addresses, settings.database_url)
+        res = cli("local", "0", "0", "--config", cfg)
+        assert res.exit_code == 1, res.output
+        assert "RPC" not in res.output and "tx_hash: stored zz" in res.stdout
+        assert "overall: mismatch" in res.stdout
