@@ -43,7 +43,12 @@ from indexer.schema import (
 )
 
 KEY = ("chain_id", "session_id", "task_id")  # the task's primary key, the statement's parameters
-TASK_COLS = ("global_id", "client_reference", "task_data", "status", "force_ended")
+TASK_COLS = (
+    "global_id", "client_reference", "task_data", "status", "force_ended", "updated_block"
+)
+# The steps whose block time is a task's ``submitted_at`` (the earliest of them by block), the
+# same here, computed from the task's steps already read, as in api/queries.py's task lists.
+SUBMISSION_STEPS = ("submitted", "queued")
 STEP_COLS = LIFECYCLE_STEP_COLS
 ACTIONS = MINER_ACTIONS
 MINER_COLS = LIFECYCLE_MINER_COLS
@@ -148,6 +153,7 @@ def _step_order(s: Row) -> tuple[int, int, int]:
 
 
 _by_miner = operator.itemgetter("miner")
+_by_block = operator.itemgetter("block_number")
 
 
 def decode(row: Any) -> TaskRows:
@@ -238,6 +244,23 @@ def _action(
     }
 
 
+def submitted_at(steps: list[Row]) -> int | None:
+    """The block time of the earliest of a task's :data:`SUBMISSION_STEPS` (by block), as
+    ``api.queries.list_tasks`` gives it; None without one.
+
+    >>> submitted_at([{"step": "queued", "block_number": 9, "block_time": 90},
+    ...               {"step": "acked", "block_number": 8, "block_time": 80}])
+    90
+    >>> submitted_at([]) is None
+    True
+    """
+    firsts = [s for s in steps if s["step"] in SUBMISSION_STEPS]
+    if not firsts:
+        return None
+    t = min(firsts, key=_by_block)["block_time"]
+    return None if t is None else int(t)
+
+
 def document(chain: ChainConfig, links: Links, session_id: int, task_id: int, r: TaskRows) -> Row:
     """The response document: exactly the fields of :class:`api.schemas.TaskDetail`."""
     (safe, final), t, tx = r.tags or NO_TAGS, r.task, links.tx
@@ -250,6 +273,8 @@ def document(chain: ChainConfig, links: Links, session_id: int, task_id: int, r:
         "task_data": t["task_data"],
         "status": t["status"],
         "force_ended": t["force_ended"],
+        "submitted_at": submitted_at(r.steps),
+        "updated_block": t["updated_block"],
         "steps": [  # STEP_COLS are StepOut's first fields, in order (tests/test_lifecycle.py)
             {
                 **s,

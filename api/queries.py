@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from api.audit import parse_amount, pending_balance
+from api.lifecycle import SUBMISSION_STEPS
 from indexer.models import (
     Block,
     ChainState,
@@ -116,14 +117,15 @@ def task_counts(conn: sa.Connection, chain_id: int, session_id: int) -> dict[str
 
 
 def _submitted_at() -> sa.ScalarSelect[Any]:
-    """The block time of a task's first step (submitted, else queued), per row of ``TASK``."""
+    """The block time of a task's first step (submitted, else queued), per row of ``TASK``
+    (the task detail computes the same from its steps: ``api.lifecycle.submitted_at``)."""
     return (
         sa.select(STEP.c.block_time)
         .where(
             STEP.c.chain_id == TASK.c.chain_id,
             STEP.c.session_id == TASK.c.session_id,
             STEP.c.task_id == TASK.c.task_id,
-            STEP.c.step.in_(("submitted", "queued")),
+            STEP.c.step.in_(SUBMISSION_STEPS),
         )
         .order_by(STEP.c.block_number)
         .limit(1)

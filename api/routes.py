@@ -31,6 +31,7 @@ from api.schemas import (
     TaskDetail,
     TaskPage,
     TaskSummary,
+    session_state_name,
 )
 from api.state import CHAIN_NAME_MAX, AppState, ChainDep, ChainName, ConnDep, StateDep
 from indexer.config import MAX_ID
@@ -109,6 +110,7 @@ def _session_out(r: dict[str, Any], links: Links) -> dict[str, Any]:
         "owner": r["owner"],
         "model_identifier": r["model_identifier"],
         "state": r["state"],
+        "state_name": session_state_name(r["state"]),
         "active": r["active"],
         "redundant": r["redundant"],
         "min_nodes": r["min_nodes"],
@@ -117,6 +119,7 @@ def _session_out(r: dict[str, Any], links: Links) -> dict[str, Any]:
         "created_tx": r["created_tx"],
         "created_tx_url": links.tx(r["created_tx"]) if r["created_tx"] else None,
         "deactivated_tx": r["deactivated_tx"],
+        "deactivated_tx_url": links.tx(r["deactivated_tx"]) if r["deactivated_tx"] else None,
         "dashboard_url": links.session_dashboard(sid),
         "url": f"{links.api}/sessions/{sid}",
     }
@@ -129,7 +132,15 @@ def sessions(
     chain: ChainDep,
     request: Request,
     owner: Annotated[str | None, Query(pattern=r"^0x[0-9a-fA-F]{40}$")] = None,
-    session_state: Annotated[Literal["active", "deactivated"] | None, Query(alias="state")] = None,
+    session_state: Annotated[
+        Literal["active", "deactivated"] | None,
+        Query(
+            alias="state",
+            description="active: the sessions with `active: true`; deactivated: those with "
+            "`active: false` (SessionDeactivated indexed). The same words as each session's "
+            "`state_name`, the name of its numeric `state` (1 active, 2 deactivated)",
+        ),
+    ] = None,
     model_identifier: Annotated[str | None, Query(pattern=r"^[0-9]{1,78}$")] = None,
     limit: Limit = DEFAULT_LIMIT,
     next: Next = None,

@@ -47,14 +47,43 @@ class RouterOut(BaseModel):
     explorer_url: str
 
 
+# SessionV2's SessionState enum (abis/src/SessionV2.sol: None, Active, Deactivated) by value;
+# "active" and "deactivated" are the words the sessions list's `state` filter takes.
+SESSION_STATE_NAMES: dict[int, Literal["none", "active", "deactivated"]] = {
+    0: "none",
+    1: "active",
+    2: "deactivated",
+}
+
+
+def session_state_name(state: int | None) -> Literal["none", "active", "deactivated"] | None:
+    """The name of a SessionV2 ``state`` value; None for a value the enum does not have.
+
+    >>> [session_state_name(v) for v in (0, 1, 2, 3, None)]
+    ['none', 'active', 'deactivated', None, None]
+    """
+    return SESSION_STATE_NAMES.get(state) if state is not None else None
+
+
 class SessionOut(BaseModel):
     session_id: int
     sid: str | None
     name: str | None
     owner: str | None
     model_identifier: str | None
-    state: int | None
-    active: bool
+    state: int | None = Field(
+        description="SessionV2's SessionState as read by getSession: 0 none, 1 active, "
+        "2 deactivated (named in `state_name`); null before the session's snapshot is read"
+    )
+    state_name: Literal["none", "active", "deactivated"] | None = Field(
+        description="The name of `state`: active (1) or deactivated (2), the words the "
+        "sessions list's `state` filter takes, or none (0); null when `state` is null or a "
+        "value SessionV2 does not define"
+    )
+    active: bool = Field(
+        description="False once the session's SessionDeactivated event is indexed: the "
+        "sessions list's `state` filter matches this (active: true, deactivated: false)"
+    )
     redundant: int | None
     min_nodes: int | None
     max_nodes: int | None
@@ -62,6 +91,9 @@ class SessionOut(BaseModel):
     created_tx: str | None
     created_tx_url: str | None
     deactivated_tx: str | None
+    deactivated_tx_url: str | None = Field(
+        description="Explorer link to `deactivated_tx` (as `created_tx_url`); null while it is"
+    )
     dashboard_url: str | None
     url: str
 
@@ -73,7 +105,13 @@ class SessionPage(Page):
 class SessionDetail(SessionOut):
     dedicated_nodes: list[str]
     ephemeral_nodes: list[str]
-    miners: list[str]
+    miners: list[str] = Field(
+        description="The miners named by the session's SessionCreated event (the nodes it was "
+        "created with), as indexed then; not updated afterwards, so not the nodes that served "
+        "its tasks: those are each task's `miners` (GET .../sessions/{session_id}/tasks/"
+        "{task_id}), and GET .../nodes/{address} lists every session a node served in "
+        "`sessions`"
+    )
     routers: list[RouterOut]
     task_counts: dict[str, int]
 
@@ -147,6 +185,12 @@ class TaskDetail(BaseModel):
     task_data: str | None
     status: str
     force_ended: bool
+    submitted_at: int | None = Field(
+        description="Block time (unix seconds) of submission, as in the session's task list"
+    )
+    updated_block: int = Field(
+        description="Block of the task's last indexed change, as in the session's task list"
+    )
     steps: list[StepOut]
     miners: list[TaskMinerOut]
     payments: list[PaymentOut]

@@ -367,3 +367,76 @@ def test_explorer_kind_is_the_one_links_use_and_ops_routes_are_documented(
     assert schema["$ref"].endswith("/NotReadyOut")
     for path in ("/health", "/status"):
         assert "$ref" in str(paths[path]["get"]["responses"]["200"]["content"]), path
+
+
+def test_task_detail_carries_the_lists_submitted_at_and_updated_block(client: TestClient,
+                                                                       world: Any) -> None:
+    _, _, ledger, _ = world
+    seen = 0
+    for sid in {s for s, _ in ledger.tasks}:
+        listed = client.get(f"/api/v1/chains/local/sessions/{sid}/tasks?limit=500").json()
+        for t in listed["tasks"]:
+            body = client.get(t["url"].split("testserver", 1)[1]).json()
+            assert body["submitted_at"] is not None and body["updated_block"] > 0
+            assert (body["submitted_at"], body["updated_block"]) == (
+                t["submitted_at"], t["updated_block"]), t
+            seen += 1
+    assert seen >= len(ledger.tasks)
+    props = client.get("/openapi.json").json()["components"]["schemas"]["TaskDetail"]
+    assert {"submitted_at", "updated_block"} <= set(props["required"])
+
+
+def test_deactivated_tx_links_to_its_transaction_like_created_tx(client: TestClient,
+                                                                 world: Any) -> None:
+    _, _, ledger, _ = world
+    listed = client.get("/api/v1/chains/local/sessions").json()["sessions"]
+    states = {s.session_id: s.state for s in ledger.sessions.values()}
+    assert set(states.values()) == {"active", "deactivated"}
+    for s in listed:
+        detail = client.get(f"/api/v1/chains/local/sessions/{s['session_id']}").json()
+        for got in (s, detail):
+            assert got["created_tx_url"].endswith(f"/api/v1/chains/local/tx/{got['created_tx']}")
+            if states[s["session_id"]] == "active":
+                assert got["deactivated_tx"] is None and got["deactivated_tx_url"] is None
+                continue
+            url = got["deactivated_tx_url"]
+            assert url == got["created_tx_url"].replace(got["created_tx"], got["deactivated_tx"])
+            view = client.get(url.split("testserver", 1)[1]).json()
+            assert "SessionDeactivated" in {e["event"] for e in view["events"]}
+
+
+def test_state_name_is_the_word_the_state_filter_takes(client: TestClient, world: Any) -> None:
+    from api.schemas import session_state_name
+
+    _, _, ledger, _ = world
+    for word in ("active", "deactivated"):
+        body = client.get(f"/api/v1/chains/local/sessions?state={word}").json()
+        want = [s.session_id for s in ledger.sessions.values() if s.state == word]
+        assert [s["session_id"] for s in body["sessions"]] == want and want
+        for s in body["sessions"]:
+            detail = client.get(f"/api/v1/chains/local/sessions/{s['session_id']}").json()
+            assert s["state_name"] == detail["state_name"] == word
+            assert s["state"] == {"active": 1, "deactivated": 2}[word]
+    # Every SessionState value of SessionV2 (None, Active, Deactivated) has a name.
+    assert [session_state_name(v) for v in (0, 1, 2, 3, None)] == [
+        "none", "active", "deactivated", None, None]
+    doc = client.get("/openapi.json").json()
+    props = doc["components"]["schemas"]["SessionOut"]["properties"]
+    assert props["state_name"]["anyOf"][0]["enum"] == ["none", "active", "deactivated"]
+    assert "state_name" in props["state"]["description"]
+    (param,) = [p for p in doc["paths"]["/api/v1/chains/{chain}/sessions"]["get"]["parameters"]
+                if p["name"] == "state"]
+    assert "state_name" in param["description"] and "`active: true`" in param["description"]
+
+
+def test_session_miners_are_documented_as_its_creation_miners(client: TestClient,
+                                                              world: Any) -> None:
+    _, _, ledger, _ = world
+    sid = next(iter(ledger.sessions))
+    detail = client.get(f"/api/v1/chains/local/sessions/{sid}").json()
+    view = client.get(detail["created_tx_url"].split("testserver", 1)[1]).json()
+    (created,) = [e for e in view["events"] if e["event"] == "SessionCreated"]
+    assert detail["miners"] == [str(m).lower() for m in created["args"]["miners"]]
+    props = client.get("/openapi.json").json()["components"]["schemas"]["SessionDetail"]
+    desc = props["properties"]["miners"]["description"]
+    assert "SessionCreated" in desc and "task's `miners`" in desc and "nodes/{address}" in desc
