@@ -165,12 +165,12 @@ def _indexer_metrics(state: Any) -> str:
         if c["lag_blocks"] is not None
     ]
     lines += [
-        "# HELP corlens_indexer_events_total Events indexed.",
-        "# TYPE corlens_indexer_events_total counter",
+        # A gauge: a reorg deletes the events of the blocks it drops (a counter never falls).
+        "# HELP corlens_indexer_events Events stored (falls when a reorg rolls blocks back).",
+        "# TYPE corlens_indexer_events gauge",
     ]
     lines += [
-        f'corlens_indexer_events_total{{chain="{c["chain"]}"}} {c["events_indexed"]}'
-        for c in chains
+        f'corlens_indexer_events{{chain="{c["chain"]}"}} {c["events_indexed"]}' for c in chains
     ]
     lines += [
         "# HELP corlens_indexer_reorgs_total Reorgs rolled back.",

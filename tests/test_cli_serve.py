@@ -45,7 +45,7 @@ def test_serve_with_the_rpc_down_says_so_once_and_reports_lag_unknown(tmp_path: 
         assert ready.status_code == 503 and ready.json()["chains"] == ["local"]
         assert ready.json()["reason"].startswith("head unknown: the chain's RPC has not answered")
         metrics = httpx.get(f"{base}/metrics").text
-        assert "corlens_indexer_events_total{" in metrics
+        assert "corlens_indexer_events{" in metrics
         assert "corlens_indexer_lag_blocks{" not in metrics, metrics
         # The indexer tries again (and fails the same way); the console does not repeat it.
         wait_for(lambda: rpc_errors() >= 2 * first, 60, "a second failed start")

@@ -401,3 +401,45 @@ def test_an_in_memory_database_is_written_on_the_loops_thread(anvil: Anvil, tmp_
         assert got == dump(file_store.engine) and got["event"]
     finally:
         file_store.engine.dispose()
+
+
+def _series(text: str) -> tuple[dict[str, str], dict[str, float]]:
+    """(metric name -> type, series -> value) of a Prometheus text page."""
+    types = {ln.split()[2]: ln.split()[3] for ln in text.splitlines() if ln.startswith("# TYPE")}
+    values = {
+        ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
+        for ln in text.splitlines()
+        if ln and not ln.startswith("#")
+    }
+    return types, values
+
+
+def test_a_reorg_lowers_no_counter_in_metrics(anvil: Anvil, tmp_path: Path) -> None:
+    """A reorg deletes the events of the blocks it drops: the events series falls, so it is a
+    gauge; every series /metrics declares a counter stays where it was or grows."""
+    from fastapi.testclient import TestClient
+
+    from api.compose import build_app
+
+    dep, _ = scenario(anvil.url)
+    settings = devnet_settings(anvil.url, dep.addresses, f"sqlite:///{tmp_path}/m.db",
+                               start_block=dep.start_block)
+    store = open_store(settings)
+    try:
+        index(settings, store)
+        with TestClient(build_app(settings, run_indexer=False)) as client:
+            types, before = _series(client.get("/metrics").text)
+            anvil.rpc("anvil_reorg", [3, []])
+            outs = follow_until_waiting(settings, store)
+            assert isinstance(outs[0], Reorged) and outs[0].removed_events > 0
+            _, after = _series(client.get("/metrics").text)
+        assert after['corlens_indexer_reorgs_total{chain="local"}'] == 1
+        counters = {n for n, t in types.items() if t == "counter"}
+        fell = [s for s, v in before.items()
+                if s.split("{")[0] in counters and after.get(s, 0.0) < v]
+        assert not fell, fell
+        assert types["corlens_indexer_events"] == "gauge"
+        events = 'corlens_indexer_events{chain="local"}'
+        assert after[events] == before[events] - outs[0].removed_events
+    finally:
+        store.engine.dispose()
