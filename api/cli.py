@@ -95,9 +95,12 @@ class ProgressPrinter:
         self._last = now
         pct = 100.0 * p.blocks_done / p.blocks_total if p.blocks_total else 100.0
         eta = "-" if p.eta_s is None else f"{p.eta_s:,.0f}s"
+        # The percentage, the events and the ETA are this run's: a resumed backfill says so,
+        # or "block 5,100/9,000 (0.1%)" reads as a wrong percentage.
         line = (
-            f"{p.chain}: block {p.cursor:,}/{p.target:,} ({pct:5.1f}%)  "
-            f"{p.events:,} events  {p.events_per_s:,.0f} ev/s  ETA {eta}"
+            f"{p.chain}: block {p.cursor:,}/{p.target:,}; this run {p.blocks_done:,}/"
+            f"{p.blocks_total:,} blocks ({pct:5.1f}%), {p.events:,} events, "
+            f"{p.events_per_s:,.0f} ev/s, ETA {eta}"
         )
         if err.is_terminal:
             err.print(line, end="\r" if not done else "\n", highlight=False)

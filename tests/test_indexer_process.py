@@ -340,3 +340,27 @@ def test_follow_stops_on_a_reorg_deeper_than_allowed(devnet: Any, tmp_path: Path
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_a_resumed_backfill_says_its_progress_is_this_runs(devnet: Any, tmp_path: Path) -> None:
+    """A second run starts at the cursor: its percentage and ETA count this run's blocks, and
+    the line says so (not "block 100/110 (10%)")."""
+    node, dep, ledger = devnet
+    db = f"sqlite:///{tmp_path}/r.db"
+    cfg = write_config(tmp_path / "c.yaml", node.url, dep.addresses, db,
+                       start_block=dep.start_block, max_block_range=1)
+    first = run_cli("index", "--once", "--config", cfg)
+    assert first.returncode == 0, first.stderr
+    resumed_at = cursor(db)
+    more_tasks(node.url, dep, ledger, "resume")
+    head = int(node.rpc("eth_blockNumber"), 16)
+    again = run_cli("index", "--once", "--config", cfg)
+    assert again.returncode == 0, again.stderr
+    lines = [x for x in again.stderr.splitlines() if x.startswith("local: block ")]
+    assert lines[0].startswith(
+        f"local: block {resumed_at + 1:,}/{head:,}; this run 1/{head - resumed_at:,} blocks ("
+    ), lines
+    assert lines[-1].startswith(
+        f"local: block {head:,}/{head:,}; this run {head - resumed_at:,}/{head - resumed_at:,} "
+        "blocks (100.0%)"
+    ), lines
