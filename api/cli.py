@@ -84,6 +84,7 @@ class ProgressPrinter:
         self.quiet = quiet
         self.every = every
         self._last = 0.0
+        self._width = 0  # of the longest line on the terminal's current row
 
     def __call__(self, p: Progress) -> None:
         if self.quiet:
@@ -103,7 +104,11 @@ class ProgressPrinter:
             f"{p.events_per_s:,.0f} ev/s, ETA {eta}"
         )
         if err.is_terminal:
-            err.print(line, end="\r" if not done else "\n", highlight=False)
+            # Padded to the longest line since the last newline: "\r" alone would leave the
+            # tail of a longer line ("ETA 10s" then "ETA 9ss").
+            padded = line.ljust(self._width)
+            self._width = 0 if done else max(self._width, len(line))
+            err.print(padded, end="\r" if not done else "\n", highlight=False)
         else:
             err.print(line, highlight=False)
 

@@ -6,6 +6,8 @@ indexer."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from devnet.anvil import free_port
@@ -58,3 +60,25 @@ def test_index_once_does_not_wait_for_a_writer_lock_another_indexer_holds(tmp_pa
     assert f"local: the writer lock is held by corlens-indexer pid={os.getpid()}" in r.stderr
     assert "without --once to wait" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert r.stdout == ""
+
+
+def test_a_shorter_progress_line_on_a_terminal_covers_the_longer_one() -> None:
+    """On a terminal each line overwrites the last after "\\r": a shorter one is padded, or the
+    longer line's tail stays on screen ("ETA 10s" then "ETA 9ss")."""
+    code = (
+        "from api.cli import ProgressPrinter\n"
+        "from indexer.sync import Progress\n"
+        "p = ProgressPrinter(every=0)\n"
+        "p(Progress('local', 10, 1000, 10, 1000, 5000, 1.0))\n"
+        "import time; time.sleep(0.3)\n"
+        "p(Progress('local', 20, 1000, 20, 1000, 5000, 10.0))\n"
+        "time.sleep(0.3)\n"
+        "p(Progress('local', 1000, 1000, 1000, 1000, 5000, 99.0))\n"
+    )
+    env = {**os.environ, "TTY_COMPATIBLE": "1", "NO_COLOR": "1", "COLUMNS": "200"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=60)
+    stderr = run.stderr.decode()  # not text=True: universal newlines would turn "\r" into "\n"
+    assert run.returncode == 0, stderr
+    first, second, last = stderr.split("\r")
+    assert "5,000 ev/s, ETA 99s" in first and "500 ev/s, ETA 490s" in second, stderr
+    assert len(second) >= len(first) and len(last.rstrip("\n")) >= len(second), stderr
