@@ -51,9 +51,18 @@ class Decoders:
         self._by_key = {
             (s.name, s.topic0): EventDecoder(s) for specs in self.specs.values() for s in specs
         }
+        self._registries: dict[tuple[tuple[str, str], ...], Registry] = {}
 
-    def topics(self) -> list[str]:
-        return sorted({t for _, t in self._by_key})
+    def registry(self, addresses: Mapping[str, str]) -> Registry:
+        """The task contracts' decoders at ``addresses`` (contract name -> address), built once
+        per set of addresses: building a decoder generates its code."""
+        key = tuple(sorted(addresses.items()))
+        reg = self._registries.get(key)
+        if reg is None:
+            reg = self._registries[key] = Registry()
+            for name, address in key:
+                reg.add(address, self.specs.get(name, ()))
+        return reg
 
     def __call__(self, event: str, log: Mapping[str, Any]) -> dict[str, Any] | None:
         topics = [str(t).lower() for t in log.get("topics") or []]
@@ -93,13 +102,11 @@ async def task_events(
     rpc: RpcClient, chain: ChainConfig, dec: Decoders, span: Span, key: tuple[int, int]
 ) -> list[DecodedEvent]:
     """The task's decoded events on the canonical chain in ``span``, in chain order."""
-    reg = Registry()
-    for name, address in span.addresses.items():
-        reg.add(address, dec.specs.get(name, ()))
+    reg = dec.registry(span.addresses)
     if not reg.addresses or span.last < span.first:
         return []
     step = max(1, chain.max_block_range)
-    flt = {"address": reg.addresses, "topics": [dec.topics()]}
+    flt = {"address": reg.addresses, "topics": [reg.topics()]}
     calls = [
         (
             "eth_getLogs",
